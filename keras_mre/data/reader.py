@@ -1,0 +1,399 @@
+"""Reading keras-mre data sets: tf.data input pipelines and shard verification."""
+
+import numbers
+import os
+
+import numpy as np
+
+from keras_mre.data import records
+from keras_mre.data import schema
+from keras_mre.data.info import DatasetInfo
+from keras_mre.data.info import load_info
+from keras_mre.errors import ConfigError
+from keras_mre.errors import DataError
+
+# Shuffle buffers hold serialized records; this bounds their memory.
+_SHUFFLE_BUFFER_BYTES = 256 * 1024 * 1024
+_MAX_SHUFFLE_BUFFER = 10000
+_READ_BUFFER_BYTES = 8 * 1024 * 1024
+
+
+def _resolve_info(path):
+    if isinstance(path, DatasetInfo):
+        if path.path is None:
+            raise ConfigError("a DatasetInfo passed as path must come from load_info (info.path is None)")
+        return path
+    return load_info(path)
+
+
+def _shard_files(info, split):
+    files = info.shard_paths(split)
+    for f in files:
+        if not os.path.isfile(f):
+            raise DataError(f"{f}: shard listed in dataset.json for split {split!r} is missing")
+    return files
+
+
+def _num_workers():
+    """Number of workers of the current MultiWorkerMirroredStrategy, else 1."""
+    import tensorflow as tf
+
+    if not tf.distribute.has_strategy():
+        return 1
+    resolver = getattr(tf.distribute.get_strategy(), "cluster_resolver", None)
+    if resolver is None:
+        return 1
+    spec = resolver.cluster_spec()
+    jobs = spec.jobs
+    count = sum(spec.num_tasks(job) for job in ("chief", "worker") if job in jobs)
+    return max(count, 1)
+
+
+def shard_policy(num_files, num_workers):
+    """The auto-shard policy for `num_files` shards read by `num_workers`.
+
+    FILE when every worker gets the same number of shards (at least one),
+    which keeps the workers' step counts equal; DATA otherwise (every worker
+    reads all shards and keeps its own 1/N of the records).
+    """
+    import tensorflow as tf
+
+    policy = tf.data.experimental.AutoShardPolicy
+    if num_workers > 1 and num_files >= num_workers and num_files % num_workers == 0:
+        return policy.FILE
+    return policy.DATA
+
+
+def _default_shuffle_buffer(info, split, files):
+    count = info.splits[split]
+    if count == 0:
+        return 1
+    total_bytes = sum(os.path.getsize(f) for f in files)
+    record_bytes = max(total_bytes / count, 1)
+    buffer = int(_SHUFFLE_BUFFER_BYTES // record_bytes)
+    return max(1, min(count, _MAX_SHUFFLE_BUFFER, max(buffer, 64)))
+
+
+def make_parser(info, max_lengths=None, with_ids=False, split=None):
+    """Build the function that turns a batch of serialized records into tensors.
+
+    Args:
+        info: `DatasetInfo` of the data set.
+        max_lengths: Dict modality -> frames to pad or cut to (defaults to
+            `info.max_lengths`).
+        with_ids: Also return the clip ids as a third element.
+        split: Split name, used in error messages.
+
+    Returns:
+        A function `serialized [B] -> (features, labels)` or
+        `(features, labels, ids)`. Records whose frame bytes disagree with
+        their length and `feature_dims`, or whose labels lie outside the
+        class list, fail with `tf.errors.InvalidArgumentError` naming the
+        field and the clip ids.
+    """
+    import tensorflow as tf
+
+    spec = records.feature_spec(info)
+    lengths = dict(info.max_lengths)
+    lengths.update(max_lengths or {})
+    num_classes = info.num_classes
+    where = f"data set {info.path} split {split!r}"
+
+    def parse(serialized):
+        parsed = tf.io.parse_example(serialized, spec)
+        ids = parsed[schema.ID_KEY]
+        checks = []
+        features = {}
+        for m in info.modalities:
+            dim = info.feature_dims[m]
+            max_length = lengths[m]
+            raw = parsed[m]
+            length = parsed[schema.length_key(m)]
+            size = tf.cast(tf.strings.length(raw), tf.int64)
+            ok = tf.logical_and(length >= 0, size == length * dim * records.BYTES_PER_VALUE)
+            checks.append(tf.debugging.Assert(
+                tf.reduce_all(ok),
+                [f"{where}: field {m!r} holds a byte count that disagrees with "
+                 f"'{schema.length_key(m)}' x feature_dims[{m!r}]={dim} x 4 "
+                 "(wrong frame width or damaged record); clip ids:",
+                 tf.boolean_mask(ids, tf.logical_not(ok))],
+                summarize=5,
+            ))
+            frames = tf.io.decode_raw(
+                raw, tf.float32, little_endian=True,
+                fixed_length=max_length * dim * records.BYTES_PER_VALUE,
+            )
+            features[m] = tf.reshape(frames, [-1, max_length, dim])
+            features[schema.length_key(m)] = tf.cast(
+                tf.minimum(length, max_length), tf.int32
+            )
+        label = parsed[schema.LABEL_KEY]
+        ok = tf.logical_and(label >= 0, label < num_classes)
+        checks.append(tf.debugging.Assert(
+            tf.reduce_all(ok),
+            [f"{where}: field 'emotion' outside 0..{num_classes - 1}; clip ids:",
+             tf.boolean_mask(ids, tf.logical_not(ok))],
+            summarize=5,
+        ))
+        labels = {schema.LABEL_KEY: tf.cast(label, tf.int32)}
+        for m in info.modalities:
+            key = schema.unimodal_label_key(m)
+            value = parsed[key]
+            ok = tf.logical_and(value >= schema.UNKNOWN_LABEL, value < num_classes)
+            checks.append(tf.debugging.Assert(
+                tf.reduce_all(ok),
+                [f"{where}: field {key!r} outside -1..{num_classes - 1}; clip ids:",
+                 tf.boolean_mask(ids, tf.logical_not(ok))],
+                summarize=5,
+            ))
+            labels[key] = tf.cast(value, tf.int32)
+        if info.has_score:
+            labels[schema.SCORE_KEY] = parsed[schema.SCORE_KEY]
+        with tf.control_dependencies(checks):
+            features = {k: tf.identity(v) for k, v in features.items()}
+        if with_ids:
+            return features, labels, ids
+        return features, labels
+
+    return parse
+
+
+def load_dataset(
+    path,
+    split,
+    batch_size=64,
+    *,
+    shuffle=None,
+    seed=None,
+    drop_remainder=False,
+    cache=False,
+    repeat=False,
+    with_ids=False,
+    num_parallel_reads=None,
+    shuffle_buffer=None,
+    max_lengths=None,
+    num_workers=None,
+    verify=False,
+):
+    """Stream one split of a data set as batches for `model.fit`.
+
+    Pipeline: shard file names (shuffled with `seed` for training) ->
+    parallel interleaved `TFRecordDataset` reads -> optional cache of the
+    serialized records -> seeded record shuffle -> repeat -> batch ->
+    one `tf.io.parse_example` + `tf.io.decode_raw` per batch (which pads or
+    truncates every modality to its maximum length) -> `prefetch(AUTOTUNE)`.
+
+    Args:
+        path: Data set directory (or a `DatasetInfo` from `load_info`).
+        split: Split name, e.g. "train".
+        batch_size: Clips per batch (the global batch size under a
+            distribution strategy).
+        shuffle: Shuffle shards and records; defaults to True for "train".
+        seed: Shuffle seed; the same seed gives the same order.
+        drop_remainder: Drop the last partial batch.
+        cache: False, True (cache serialized records in memory after the
+            first pass) or a file path prefix for an on-disk cache.
+        repeat: Repeat forever (True) or a number of times.
+        with_ids: Yield `(features, labels, ids)` with the clip ids as a
+            `[B]` string tensor; otherwise `(features, labels)`.
+        num_parallel_reads: Shards read at once (default: up to 4).
+        shuffle_buffer: Records in the shuffle buffer (default: about
+            256 MB of records, at most 10,000, at most the split size).
+        max_lengths: Dict modality -> frames, overriding `max_lengths` of
+            `dataset.json` for some modalities.
+        num_workers: Workers of a MultiWorkerMirroredStrategy; defaults to
+            the cluster of the current strategy scope (1 outside one). Picks
+            the auto-shard policy (see `shard_policy`).
+        verify: Run `verify_dataset` on the split first (one full read);
+            a damaged shard then raises DataError naming the shard file, the
+            record index and the field instead of failing inside `fit`.
+
+    Returns:
+        A `tf.data.Dataset` of `(features, labels)`: features
+        `{<m>: float32 [B, T_m, D_m], <m>_length: int32 [B]}`, labels
+        `{"emotion": int32 [B], "emotion_<m>": int32 [B] (-1 unknown)
+        for every modality, "score": float32 [B] when info.has_score}`.
+
+    Raises:
+        DataError: missing or malformed dataset.json, unknown split, missing
+            shard file, or (with `verify`) a damaged record.
+        ConfigError: invalid arguments.
+    """
+    import tensorflow as tf
+
+    info = _resolve_info(path)
+    info.check_split(split)
+    if not isinstance(batch_size, numbers.Integral) or isinstance(batch_size, bool) or batch_size < 1:
+        raise ConfigError(f"load_dataset: batch_size must be a positive integer, got {batch_size!r}")
+    for m, value in (max_lengths or {}).items():
+        if m not in info.feature_dims:
+            raise ConfigError(f"load_dataset: max_lengths names unknown modality {m!r}")
+        if not isinstance(value, numbers.Integral) or value < 1:
+            raise ConfigError(f"load_dataset: max_lengths[{m!r}] must be a positive integer, got {value!r}")
+    files = _shard_files(info, split)
+    if verify:
+        verify_dataset(info, [split])
+    if shuffle is None:
+        shuffle = split == "train"
+
+    file_ds = tf.data.Dataset.from_tensor_slices(tf.constant(files, dtype=tf.string))
+    if shuffle and not cache and len(files) > 1:
+        file_ds = file_ds.shuffle(len(files), seed=seed, reshuffle_each_iteration=True)
+    compression = info.compression or ""
+    cycle = num_parallel_reads or min(4, max(len(files), 1))
+    ds = file_ds.interleave(
+        lambda f: tf.data.TFRecordDataset(
+            f, compression_type=compression, buffer_size=_READ_BUFFER_BYTES
+        ),
+        cycle_length=max(1, cycle),
+        num_parallel_calls=tf.data.AUTOTUNE,
+        deterministic=True,
+    )
+    if cache:
+        ds = ds.cache("" if cache is True else os.fspath(cache))
+    if shuffle:
+        buffer = shuffle_buffer or _default_shuffle_buffer(info, split, files)
+        ds = ds.shuffle(buffer, seed=seed, reshuffle_each_iteration=True)
+    if repeat is True:
+        ds = ds.repeat()
+    elif repeat:
+        ds = ds.repeat(int(repeat))
+    ds = ds.batch(batch_size, drop_remainder=drop_remainder)
+    ds = ds.map(
+        make_parser(info, max_lengths, with_ids, split),
+        num_parallel_calls=tf.data.AUTOTUNE,
+        deterministic=True,
+    )
+    ds = ds.prefetch(tf.data.AUTOTUNE)
+    options = tf.data.Options()
+    workers = num_workers if num_workers is not None else _num_workers()
+    options.experimental_distribute.auto_shard_policy = shard_policy(len(files), workers)
+    return ds.with_options(options)
+
+
+def _check_records(info, shard, start, serialized):
+    """Parse a chunk of serialized records and check them; DataError on the first bad one."""
+    import tensorflow as tf
+
+    spec = records.feature_spec(info)
+    try:
+        parsed = tf.io.parse_example(tf.constant(serialized, dtype=tf.string), spec)
+    except tf.errors.InvalidArgumentError:
+        for offset, record in enumerate(serialized):
+            try:
+                tf.io.parse_example(tf.constant([record], dtype=tf.string), spec)
+            except tf.errors.InvalidArgumentError as error:
+                message = error.message.strip().splitlines()[0]
+                raise DataError(
+                    f"{shard}: record {start + offset} does not match dataset.json: {message}"
+                ) from None
+        raise
+    parsed = {k: v.numpy() for k, v in parsed.items()}
+    ids = parsed[schema.ID_KEY]
+    num_classes = info.num_classes
+
+    def fail(offset, field, problem):
+        clip = ids[offset].decode("utf-8", "replace")
+        raise DataError(f"{shard}: record {start + offset} (clip {clip!r}) field {field!r}: {problem}")
+
+    for m in info.modalities:
+        dim = info.feature_dims[m]
+        lengths = parsed[schema.length_key(m)]
+        sizes = np.array([len(b) for b in parsed[m]], dtype=np.int64)
+        bad = np.flatnonzero((lengths < 0) | (sizes != lengths * dim * records.BYTES_PER_VALUE))
+        if bad.size:
+            i = bad[0]
+            length = int(lengths[i])
+            size = int(sizes[i])
+            if length > 0 and size % (length * records.BYTES_PER_VALUE) == 0:
+                width = size // (length * records.BYTES_PER_VALUE)
+                fail(i, m, f"frame width {width} disagrees with feature_dims[{m!r}] = {dim}")
+            fail(i, m, f"{size} bytes for {schema.length_key(m)} = {length}, "
+                       f"expected {length} x {dim} x 4 = {length * dim * 4}")
+        for i, raw in enumerate(parsed[m]):
+            values = np.frombuffer(raw, dtype=records.FRAME_DTYPE)
+            if not np.isfinite(values).all():
+                fail(i, m, "holds NaN or Inf values")
+    labels = parsed[schema.LABEL_KEY]
+    bad = np.flatnonzero((labels < 0) | (labels >= num_classes))
+    if bad.size:
+        fail(bad[0], schema.LABEL_KEY,
+             f"class id {labels[bad[0]]} outside 0..{num_classes - 1}")
+    for m in info.modalities:
+        key = schema.unimodal_label_key(m)
+        values = parsed[key]
+        bad = np.flatnonzero((values < schema.UNKNOWN_LABEL) | (values >= num_classes))
+        if bad.size:
+            fail(bad[0], key, f"class id {values[bad[0]]} outside -1..{num_classes - 1}")
+    if info.has_score:
+        bad = np.flatnonzero(np.isinf(parsed[schema.SCORE_KEY]))
+        if bad.size:
+            fail(bad[0], schema.SCORE_KEY, "is infinite")
+
+
+def verify_dataset(path, splits=None, *, chunk_size=256, progress=False):
+    """Read every record of a data set and check it against dataset.json.
+
+    Checks that every shard exists and reads to its end (no corrupt or
+    truncated records), that every record parses with the features that
+    dataset.json describes, that frame byte counts match lengths and
+    feature dims, that frames are finite, that labels lie in the class
+    list, and that each split holds the number of clips dataset.json says.
+
+    Args:
+        path: Data set directory or `DatasetInfo`.
+        splits: Splits to check (default: all).
+        chunk_size: Records parsed at once.
+        progress: Show a progress bar.
+
+    Returns:
+        Dict split -> number of records read.
+
+    Raises:
+        DataError: naming the shard file, the record index within it and
+            the field for the first problem found.
+    """
+    import tensorflow as tf
+    from tqdm.auto import tqdm
+
+    info = _resolve_info(path)
+    splits = list(info.splits) if splits is None else list(splits)
+    counts = {}
+    for split in splits:
+        info.check_split(split)
+        total = 0
+        bar = tqdm(total=info.splits[split], desc=f"verify {split}", unit="clip",
+                   disable=not progress, leave=False)
+        for shard in _shard_files(info, split):
+            iterator = iter(tf.data.TFRecordDataset(shard, compression_type=info.compression or ""))
+            index = 0
+            chunk = []
+            while True:
+                try:
+                    record = next(iterator)
+                except StopIteration:
+                    break
+                except tf.errors.DataLossError as error:
+                    message = error.message.strip().splitlines()[0]
+                    raise DataError(
+                        f"{shard}: corrupt or truncated at record {index} "
+                        f"(records before it are intact): {message}"
+                    ) from None
+                chunk.append(record.numpy())
+                index += 1
+                if len(chunk) == chunk_size:
+                    _check_records(info, shard, index - len(chunk), chunk)
+                    bar.update(len(chunk))
+                    chunk = []
+            if chunk:
+                _check_records(info, shard, index - len(chunk), chunk)
+                bar.update(len(chunk))
+            total += index
+        bar.close()
+        if total != info.splits[split]:
+            raise DataError(
+                f"{os.path.join(info.path, 'dataset.json')}: split {split!r} has {total} "
+                f"records in its shards, dataset.json says {info.splits[split]}"
+            )
+        counts[split] = total
+    return counts
