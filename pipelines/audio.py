@@ -33,7 +33,8 @@ class AudioFeatureExtractor:
             of the MFCC's FFT. A clip shorter than this is rejected.
         n_mfcc: number of MFCC coefficients.
         htk: whether the mel filter bank uses the HTK formula.
-        n_chroma: number of chroma bins.
+        n_chroma: number of chroma bins; the constant-Q transform uses
+            `3 * n_chroma` bins per octave (36 for the default 12).
         n_octaves: octaves analysed by the constant-Q transform.
         silence_threshold: peak absolute amplitude (full scale = 1.0) at or
             below which a clip counts as silent and is rejected.
@@ -204,13 +205,19 @@ class AudioFeatureExtractor:
             n_fft=self.frame_length,
             hop_length=self.hop_length,
         )
-        chroma = librosa.feature.chroma_cqt(
-            y=signal,
-            sr=self.sample_rate,
-            hop_length=self.hop_length,
-            n_chroma=self.n_chroma,
-            n_octaves=self.n_octaves,
-        )
+        with warnings.catch_warnings():
+            # The constant-Q transform downsamples per octave and warns when
+            # the lowest octaves hold fewer samples than its FFT; the result
+            # is still well defined (zero padded).
+            warnings.filterwarnings("ignore", message="n_fft=.*is too large")
+            chroma = librosa.feature.chroma_cqt(
+                y=signal,
+                sr=self.sample_rate,
+                hop_length=self.hop_length,
+                n_chroma=self.n_chroma,
+                n_octaves=self.n_octaves,
+                bins_per_octave=3 * self.n_chroma,
+            )
         frames = min(zcr.shape[1], mfcc.shape[1], chroma.shape[1])
         features = np.concatenate(
             [zcr[:, :frames], mfcc[:, :frames], chroma[:, :frames]], axis=0
