@@ -1,0 +1,176 @@
+"""Crossmodal transformer: a target sequence attends to a source sequence."""
+
+import math
+
+import keras
+from keras import ops
+
+
+def _sinusoidal_positions(length, dim, dtype):
+    positions = ops.cast(ops.arange(length), dtype)[:, None]
+    half = dim // 2
+    scale = math.log(10000.0) / max(half - 1, 1)
+    frequencies = ops.exp(ops.cast(ops.arange(half), dtype) * -scale)
+    angles = positions * frequencies[None, :]
+    table = ops.concatenate([ops.sin(angles), ops.cos(angles)], axis=-1)
+    if dim % 2:
+        table = ops.pad(table, [[0, 0], [0, 1]])
+    return table
+
+
+@keras.saving.register_keras_serializable(package="keras_mre")
+class CrossmodalTransformer(keras.layers.Layer):
+    """Stack of pre-norm transformer blocks whose keys/values come from a source.
+
+    MulT (Tsai et al. 2019, eq 2-4): each block computes
+    `Z = Z + MHA(LN(Z), LN(X_src), LN(X_src))` followed by
+    `Z = Z + FFN(LN(Z))`; with no source the blocks are ordinary
+    self-attention blocks (MulT's final per-target transformers). Inputs are
+    scaled by `sqrt(dim)` and get sinusoidal position encodings first, and a
+    final layer normalization closes the stack. Padded source frames are
+    masked out of every attention.
+
+    Args:
+        dim: int, the model width of both sequences.
+        num_heads: int, attention heads (must divide `dim`).
+        num_layers: int, number of blocks.
+        ffn_multiplier: int, width of the feed-forward layer as a multiple of
+            `dim`.
+        dropout: float, dropout after attention and feed-forward outputs.
+        attention_dropout: float, dropout on the attention weights.
+        **kwargs: standard `keras.layers.Layer` arguments.
+
+    Call arguments:
+        target: `[batch, target_time, dim]`.
+        target_mask: `[batch, target_time]` bool, valid target frames.
+        source: `[batch, source_time, dim]` or None for self-attention.
+        source_mask: `[batch, source_time]` bool, or None with `source=None`.
+
+    Returns:
+        `[batch, target_time, dim]`.
+    """
+
+    def __init__(
+        self,
+        dim,
+        num_heads,
+        num_layers,
+        ffn_multiplier=4,
+        dropout=0.1,
+        attention_dropout=0.1,
+        **kwargs,
+    ):
+        super().__init__(**kwargs)
+        if dim % num_heads:
+            raise ValueError(
+                f"num_heads={num_heads} must divide dim={dim}"
+            )
+        self.dim = int(dim)
+        self.num_heads = int(num_heads)
+        self.num_layers = int(num_layers)
+        self.ffn_multiplier = int(ffn_multiplier)
+        self.dropout = float(dropout)
+        self.attention_dropout = float(attention_dropout)
+        self.query_norms = []
+        self.source_norms = []
+        self.attentions = []
+        self.ffn_norms = []
+        self.ffn_in = []
+        self.ffn_out = []
+        for index in range(self.num_layers):
+            self.query_norms.append(
+                keras.layers.LayerNormalization(name=f"query_norm_{index}")
+            )
+            self.source_norms.append(
+                keras.layers.LayerNormalization(name=f"source_norm_{index}")
+            )
+            self.attentions.append(
+                keras.layers.MultiHeadAttention(
+                    num_heads=self.num_heads,
+                    key_dim=self.dim // self.num_heads,
+                    dropout=self.attention_dropout,
+                    name=f"attention_{index}",
+                )
+            )
+            self.ffn_norms.append(
+                keras.layers.LayerNormalization(name=f"ffn_norm_{index}")
+            )
+            self.ffn_in.append(
+                keras.layers.Dense(
+                    self.dim * self.ffn_multiplier,
+                    activation="relu",
+                    name=f"ffn_in_{index}",
+                )
+            )
+            self.ffn_out.append(
+                keras.layers.Dense(self.dim, name=f"ffn_out_{index}")
+            )
+        self.final_norm = keras.layers.LayerNormalization(name="final_norm")
+        self.drop = keras.layers.Dropout(self.dropout)
+
+    def build(self, target_shape, target_mask_shape=None, source_shape=None,
+              source_mask_shape=None):
+        target_shape = tuple(target_shape)
+        source_shape = tuple(source_shape) if source_shape else target_shape
+        for index in range(self.num_layers):
+            self.query_norms[index].build(target_shape)
+            self.source_norms[index].build(source_shape)
+            self.attentions[index].build(target_shape, source_shape)
+            self.ffn_norms[index].build(target_shape)
+            self.ffn_in[index].build(target_shape)
+            self.ffn_out[index].build(
+                target_shape[:-1] + (self.dim * self.ffn_multiplier,)
+            )
+        self.final_norm.build(target_shape)
+        self.built = True
+
+    def _embed(self, sequence):
+        length = ops.shape(sequence)[1]
+        positions = _sinusoidal_positions(length, self.dim, sequence.dtype)
+        return sequence * math.sqrt(self.dim) + positions[None, :, :]
+
+    def call(self, target, target_mask, source=None, source_mask=None,
+             training=None):
+        self_attention = source is None
+        x = self.drop(self._embed(target), training=training)
+        if self_attention:
+            source_mask = target_mask
+        else:
+            source = self.drop(self._embed(source), training=training)
+        target_time = ops.shape(target)[1]
+        attention_mask = ops.broadcast_to(
+            ops.expand_dims(ops.cast(source_mask, "bool"), 1),
+            (ops.shape(target)[0], target_time, ops.shape(source_mask)[1]),
+        )
+        for index in range(self.num_layers):
+            query = self.query_norms[index](x)
+            if self_attention:
+                context = query
+            else:
+                context = self.source_norms[index](source)
+            attended = self.attentions[index](
+                query,
+                context,
+                context,
+                attention_mask=attention_mask,
+                training=training,
+            )
+            x = x + self.drop(attended, training=training)
+            hidden = self.ffn_in[index](self.ffn_norms[index](x))
+            x = x + self.drop(self.ffn_out[index](hidden), training=training)
+        return self.final_norm(x)
+
+    def compute_output_shape(self, target_shape, *args, **kwargs):
+        return tuple(target_shape)
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(
+            dim=self.dim,
+            num_heads=self.num_heads,
+            num_layers=self.num_layers,
+            ffn_multiplier=self.ffn_multiplier,
+            dropout=self.dropout,
+            attention_dropout=self.attention_dropout,
+        )
+        return config

@@ -1,0 +1,111 @@
+"""Category-level contrastive loss L_cnce (eq 6-7)."""
+
+import keras
+from keras import ops
+
+from keras_mre import distribute
+from keras_mre.errors import ConfigError
+
+
+@keras.saving.register_keras_serializable(package="keras_mre")
+class CategoryContrastiveLoss(keras.losses.Loss):
+    """Eq 6-7: InfoNCE across modalities with class-level positives.
+
+    For modalities `s1 != s2` and samples `i`, `j` of the batch,
+    `Phi(i, j)` is the cosine similarity of sample `i`'s `s1` embedding and
+    sample `j`'s `s2` embedding, and eq 6 gives the row-softmax probability
+
+        P_ij(s1, s2) = exp(Phi(i, j) / tau) / sum_k exp(Phi(i, k) / tau).
+
+    Pairs of the same class (`i` with itself included) are positives, all
+    other pairs negatives. Eq 7, with `N_p` / `N_n` the numbers of positive
+    / negative pairs of the batch:
+
+        l(s1, s2) = -1/N_p sum_pos log P_ij - 1/N_n sum_neg log(1 - P_ij)
+        L_cnce = sum over unordered pairs {s1, s2} of
+                 (l(s1, s2) + l(s2, s1)) / 2
+
+    A mean over zero pairs counts as 0 (a batch of one class has no
+    negatives); every sample is its own positive, so classes with a single
+    sample are fine. `log(1 - P)` is clipped at `log(1e-7)`.
+
+    Per-sample values: the loss of the batch is written as a sum over anchors
+    `i`; sample `i` contributes its positive terms divided by the mean number
+    of positives per anchor `N_p / N` and its negative terms divided by
+    `N_n / N`, so that the mean of the `[batch]` values is exactly eq 7.
+
+    Under `tf.distribute` (MirroredStrategy), the embeddings and labels of
+    all replicas are gathered (`keras_mre.distribute.all_gather`): each
+    replica's samples are anchors against the whole global batch and `N`,
+    `N_p`, `N_n` are global, so the mean over the global batch equals the
+    single-device loss.
+
+    Inputs (packing):
+        y_true: class ids `[batch]` or `[batch, 1]`.
+        y_pred: embeddings `[batch, M, d]` with `M >= 2` (MRE passes its
+            relevance-weighted embeddings S^ of eq 4; cosine similarity makes
+            the loss independent of the weights' scale).
+
+    Args:
+        temperature: `tau` of eq 6, positive.
+        reduction, name, dtype: as for `keras.losses.Loss`.
+    """
+
+    def __init__(
+        self,
+        temperature=0.1,
+        reduction="sum_over_batch_size",
+        name="category_contrastive_loss",
+        dtype=None,
+    ):
+        super().__init__(name=name, reduction=reduction, dtype=dtype)
+        if not temperature > 0:
+            raise ConfigError(
+                f"temperature={temperature!r}: expected a positive number"
+            )
+        self.temperature = temperature
+
+    def call(self, y_true, y_pred):
+        if len(y_pred.shape) != 3 or y_pred.shape[1] is None or y_pred.shape[1] < 2:
+            raise ConfigError(
+                f"CategoryContrastiveLoss y_pred shape {tuple(y_pred.shape)}: "
+                "expected embeddings [batch, M, d] with M >= 2"
+            )
+        labels = ops.reshape(ops.cast(y_true, y_pred.dtype), (-1,))
+        squared = ops.sum(ops.square(y_pred), axis=-1, keepdims=True)
+        embeddings = y_pred * ops.rsqrt(ops.maximum(squared, 1e-12))
+
+        all_embeddings = distribute.all_gather(embeddings)
+        all_labels = distribute.all_gather(labels)
+        total = ops.cast(ops.shape(all_labels)[0], y_pred.dtype)
+        positive = ops.cast(labels[:, None] == all_labels[None, :], y_pred.dtype)
+        negative = 1.0 - positive
+        pairs_positive = ops.sum(
+            ops.cast(all_labels[:, None] == all_labels[None, :], y_pred.dtype)
+        )
+        pairs_negative = total * total - pairs_positive
+        # Dividing by the mean count per anchor makes the batch mean exact.
+        positive_scale = total / ops.maximum(pairs_positive, 1.0)
+        negative_scale = total / ops.maximum(pairs_negative, 1.0)
+
+        modalities = y_pred.shape[1]
+        per_sample = 0.0
+        for s1 in range(modalities):
+            for s2 in range(s1 + 1, modalities):
+                for a, b in ((s1, s2), (s2, s1)):
+                    logits = (
+                        ops.matmul(embeddings[:, a], ops.transpose(all_embeddings[:, b]))
+                        / self.temperature
+                    )
+                    log_p = ops.log_softmax(logits, axis=-1)
+                    log_not_p = ops.log(ops.maximum(1.0 - ops.exp(log_p), 1e-7))
+                    per_sample += 0.5 * (
+                        -positive_scale * ops.sum(positive * log_p, axis=-1)
+                        - negative_scale * ops.sum(negative * log_not_p, axis=-1)
+                    )
+        return per_sample
+
+    def get_config(self):
+        config = super().get_config()
+        config.update({"temperature": self.temperature})
+        return config
