@@ -457,7 +457,7 @@ class TrainResult:
                     if prefix + key in self.best:
                         parts.append(f"{label} {self.best[prefix + key]:.4f}")
                 if parts:
-                    lines.append(f"  {key:<11}{', '.join(parts)}")
+                    lines.append(f"  {key:<13}{', '.join(parts)}")
         for note in self.notes:
             lines.append(f"note         {note}")
         lines += [
@@ -629,8 +629,11 @@ def train(
     os.makedirs(os.path.join(work_dir, "checkpoints"), exist_ok=True)
 
     notes = []
-    train_ds = data_lib.load_dataset(
-        data_dir, "train", batch_size, shuffle=True, seed=seed, drop_remainder=distributed
+    train_ds = _known_length(
+        data_lib.load_dataset(
+            data_dir, "train", batch_size, shuffle=True, seed=seed, drop_remainder=distributed
+        ),
+        info.splits["train"], batch_size, distributed,
     )
     if distributed:
         dropped = info.splits["train"] % batch_size
@@ -643,8 +646,11 @@ def train(
         )
     val_ds = None
     if val_split:
-        val_ds = data_lib.load_dataset(
-            data_dir, val_split, batch_size, shuffle=False, drop_remainder=distributed
+        val_ds = _known_length(
+            data_lib.load_dataset(
+                data_dir, val_split, batch_size, shuffle=False, drop_remainder=distributed
+            ),
+            info.splits[val_split], batch_size, distributed,
         )
         if distributed and info.splits[val_split] % batch_size:
             notes.append(
@@ -709,6 +715,7 @@ def train(
             steps_per_epoch=steps_per_epoch,
             callbacks=fit_callbacks,
             verbose=fit_verbose,
+            shuffle=False,
         )
     except tf.errors.UnavailableError as error:
         raise ClusterTimeoutError(
@@ -771,6 +778,15 @@ def train(
     if verbose and chief:
         print(result.summary())
     return result
+
+
+def _known_length(dataset, clips, batch_size, drop_remainder):
+    # The record count is in dataset.json; telling tf.data lets Keras show
+    # real progress bars and end epochs without an out-of-data warning.
+    import tensorflow as tf
+
+    batches = clips // batch_size if drop_remainder else -(-clips // batch_size)
+    return dataset.apply(tf.data.experimental.assert_cardinality(batches))
 
 
 def _prepare_run_dir(run_dir, record, backup_dir, overwrite):
