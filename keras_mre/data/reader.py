@@ -196,7 +196,9 @@ def load_dataset(
         repeat: Repeat forever (True) or a number of times.
         with_ids: Yield `(features, labels, ids)` with the clip ids as a
             `[B]` string tensor; otherwise `(features, labels)`.
-        num_parallel_reads: Shards read at once (default: up to 4).
+        num_parallel_reads: Shards read at once when shuffling (default: up
+            to 4); without shuffling shards are read one after another so
+            that records keep their stored order.
         shuffle_buffer: Records in the shuffle buffer (default: about
             256 MB of records, at most 10,000, at most the split size).
         max_lengths: Dict modality -> frames, overriding `max_lengths` of
@@ -240,7 +242,8 @@ def load_dataset(
     if shuffle and not cache and len(files) > 1:
         file_ds = file_ds.shuffle(len(files), seed=seed, reshuffle_each_iteration=True)
     compression = info.compression or ""
-    cycle = num_parallel_reads or min(4, max(len(files), 1))
+    # Without shuffling, records come in stored order (shard after shard).
+    cycle = (num_parallel_reads or min(4, max(len(files), 1))) if shuffle else 1
     ds = file_ds.interleave(
         lambda f: tf.data.TFRecordDataset(
             f, compression_type=compression, buffer_size=_READ_BUFFER_BYTES
@@ -249,6 +252,9 @@ def load_dataset(
         num_parallel_calls=tf.data.AUTOTUNE,
         deterministic=True,
     )
+    # A known size gives Keras progress bars their total; a shard holding
+    # fewer or more records than dataset.json says fails loudly.
+    ds = ds.apply(tf.data.experimental.assert_cardinality(info.splits[split]))
     if cache:
         ds = ds.cache("" if cache is True else os.fspath(cache))
     if shuffle:

@@ -1,0 +1,251 @@
+"""Writing and reading keras-mre data sets: round trips, padding, options."""
+
+import json
+import os
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from keras_mre import data
+from keras_mre.data import schema
+from keras_mre.data.reader import shard_policy
+from keras_mre.errors import ConfigError
+from keras_mre.errors import DataError
+
+DIMS = {"text": 6, "audio": 3, "vision": 4}
+MAX_LENGTHS = {"text": 5, "audio": 7, "vision": 4}
+CLASSES = ["neutral", "happy", "sad"]
+
+
+def make_clips(prefix, n, seed=0, with_score=False):
+    rng = np.random.default_rng(seed)
+    clips = []
+    for i in range(n):
+        features = {
+            m: rng.normal(size=(int(rng.integers(0, MAX_LENGTHS[m] + 3)), d))
+            for m, d in DIMS.items()
+        }
+        unimodal = {"audio": int(rng.integers(3))}
+        if i % 2:
+            unimodal["vision"] = -1
+        clips.append(data.Clip(
+            id=f"{prefix}{i}", features=features, label=i % 3, unimodal_labels=unimodal,
+            score=float(rng.uniform(-3, 3)) if with_score else None,
+        ))
+    return clips
+
+
+def write(path, splits, **kwargs):
+    options = dict(feature_dims=DIMS, class_names=CLASSES, max_lengths=MAX_LENGTHS,
+                   name="tiny", shard_size=4, progress=False)
+    options.update(kwargs)
+    return data.write_dataset(path, splits, **options)
+
+
+def expected_batch(clips):
+    """Numpy reference: pad/cut every modality to its max length."""
+    features, labels = {}, {schema.LABEL_KEY: [], **{schema.unimodal_label_key(m): [] for m in DIMS}}
+    for m, d in DIMS.items():
+        frames = np.zeros((len(clips), MAX_LENGTHS[m], d), np.float32)
+        lengths = np.zeros(len(clips), np.int32)
+        for i, clip in enumerate(clips):
+            x = clip.features[m][: MAX_LENGTHS[m]].astype(np.float32)
+            frames[i, : len(x)] = x
+            lengths[i] = len(x)
+        features[m] = frames
+        features[schema.length_key(m)] = lengths
+    for clip in clips:
+        labels[schema.LABEL_KEY].append(clip.label)
+        for m in DIMS:
+            labels[schema.unimodal_label_key(m)].append(clip.unimodal_labels.get(m, -1))
+    return features, {k: np.array(v, np.int32) for k, v in labels.items()}
+
+
+def test_round_trip_matches_numpy_reference(tmp_path):
+    train = make_clips("a", 11)
+    test = make_clips("b", 3, seed=1)
+    info = write(tmp_path / "ds", {"train": train, "test": test})
+    assert info.splits == {"train": 11, "test": 3}
+    assert info.shards["train"] == [f"train-0000{i}-of-00003.tfrecord" for i in range(3)]
+    assert info.unimodal_labels == {"text": False, "audio": True, "vision": False}
+    assert info.class_counts["train"] == [4, 4, 3]
+    loaded = data.load_info(tmp_path / "ds")
+    assert loaded == info
+    assert loaded.feature_dims == DIMS and list(loaded.feature_dims) == list(DIMS)
+    assert loaded.num_classes == 3
+
+    ds = data.load_dataset(tmp_path / "ds", "train", batch_size=32, shuffle=False)
+    (features, labels), = list(ds)
+    want_features, want_labels = expected_batch(train)
+    assert set(features) == set(want_features)
+    for key, want in want_features.items():
+        np.testing.assert_array_equal(features[key].numpy(), want, err_msg=key)
+        assert features[key].dtype == (tf.float32 if key in DIMS else tf.int32)
+    assert set(labels) == set(want_labels)
+    for key, want in want_labels.items():
+        np.testing.assert_array_equal(labels[key].numpy(), want, err_msg=key)
+    truncated = {m: sum(len(c.features[m]) > MAX_LENGTHS[m] for c in train + test) for m in DIMS}
+    assert info.truncated == truncated
+
+
+def test_scores_ids_and_batching(tmp_path):
+    clips = make_clips("a", 10, with_score=True)
+    clips[3].score = None
+    write(tmp_path / "ds", {"train": clips}, has_score=True)
+    ds = data.load_dataset(tmp_path / "ds", "train", batch_size=4, shuffle=False, with_ids=True)
+    batches = list(ds)
+    assert [len(b[2]) for b in batches] == [4, 4, 2]
+    ids = [i.decode() for b in batches for i in b[2].numpy()]
+    assert ids == [c.id for c in clips]
+    scores = np.concatenate([b[1]["score"].numpy() for b in batches])
+    assert np.isnan(scores[3])
+    want = np.array([c.score for c in clips if c.score is not None], np.float32)
+    np.testing.assert_allclose(np.delete(scores, 3), want)
+    dropped = data.load_dataset(tmp_path / "ds", "train", batch_size=4, drop_remainder=True)
+    assert [b[1]["emotion"].shape[0] for b in dropped] == [4, 4]
+    assert dropped.element_spec[0]["text"].shape == (4, 5, 6)
+
+
+def test_no_score_key_without_scores(tmp_path):
+    write(tmp_path / "ds", {"train": make_clips("a", 3)})
+    _, labels = next(iter(data.load_dataset(tmp_path / "ds", "train", batch_size=3)))
+    assert "score" not in labels
+
+
+def test_seeded_shuffle_is_deterministic_and_complete(tmp_path):
+    write(tmp_path / "ds", {"train": make_clips("a", 20)})
+
+    def order(seed):
+        ds = data.load_dataset(tmp_path / "ds", "train", batch_size=5, seed=seed, with_ids=True)
+        return [i.decode() for _, _, ids in ds for i in ids.numpy()]
+
+    first = order(7)
+    assert first == order(7)
+    assert sorted(first) == sorted(f"a{i}" for i in range(20))
+    assert first != [f"a{i}" for i in range(20)]
+    assert first != order(8)
+
+
+def test_cache_repeat_gzip_and_max_length_override(tmp_path):
+    clips = make_clips("a", 6)
+    info = write(tmp_path / "ds", {"train": clips}, compression="GZIP")
+    assert info.shards["train"][0].endswith(".tfrecord.gz")
+    ds = data.load_dataset(tmp_path / "ds", "train", batch_size=6, cache=True, repeat=2,
+                           seed=0, max_lengths={"audio": 2})
+    batches = list(ds)
+    assert len(batches) == 2
+    assert batches[0][0]["audio"].shape == (6, 2, 3)
+    assert int(tf.reduce_max(batches[0][0]["audio_length"])) <= 2
+    assert data.verify_dataset(tmp_path / "ds") == {"train": 6}
+
+
+def test_clips_from_arrays_respects_lengths(tmp_path):
+    n = 4
+    rng = np.random.default_rng(0)
+    features = {m: rng.normal(size=(n, MAX_LENGTHS[m], d)) for m, d in DIMS.items()}
+    lengths = {"audio": np.array([0, 1, 7, 3])}
+    clips = list(data.clips_from_arrays(
+        [f"c{i}" for i in range(n)], features, lengths, np.array([0, 1, 2, 0]),
+        unimodal_labels={"vision": np.array([1, -1, 2, 0])}, scores=np.arange(n) * 0.5,
+    ))
+    assert [len(c.features["audio"]) for c in clips] == [0, 1, 7, 3]
+    assert [len(c.features["text"]) for c in clips] == [5] * n
+    assert clips[2].unimodal_labels == {"vision": 2} and clips[3].score == 1.5
+    write(tmp_path / "ds", {"test": clips}, has_score=True)
+    (feat, labels), = list(data.load_dataset(tmp_path / "ds", "test", batch_size=8))
+    np.testing.assert_array_equal(feat["audio_length"].numpy(), [0, 1, 7, 3])
+    np.testing.assert_array_equal(labels["emotion_vision"].numpy(), [1, -1, 2, 0])
+    with pytest.raises(DataError, match=r"clip 'c1' field 'audio_length' is 9, expected 0\.\.7"):
+        list(data.clips_from_arrays(["c0", "c1"], {"audio": features["audio"][:2]},
+                                    {"audio": [1, 9]}, [0, 0]))
+
+
+def test_empty_split_and_unknown_split(tmp_path):
+    write(tmp_path / "ds", {"train": make_clips("a", 2), "valid": []})
+    assert list(data.load_dataset(tmp_path / "ds", "valid")) == []
+    with pytest.raises(DataError, match=r"unknown split 'dev'; the data set has \['train', 'valid'\]"):
+        data.load_dataset(tmp_path / "ds", "dev")
+
+
+def test_fit_accepts_dataset(tmp_path):
+    import keras
+
+    write(tmp_path / "ds", {"train": make_clips("a", 8)})
+    info = data.load_info(tmp_path / "ds")
+    inputs = {}
+    pooled = []
+    for m, d in info.feature_dims.items():
+        inputs[m] = keras.Input((info.max_lengths[m], d), name=m)
+        inputs[schema.length_key(m)] = keras.Input((), dtype="int32", name=schema.length_key(m))
+        pooled.append(keras.layers.GlobalAveragePooling1D()(inputs[m]))
+    out = keras.layers.Dense(info.num_classes, activation="softmax")(
+        keras.layers.Concatenate()(pooled))
+    model = keras.Model(inputs, {"emotion": out})
+    model.compile("adam", {"emotion": "sparse_categorical_crossentropy"})
+    ds = data.load_dataset(tmp_path / "ds", "train", batch_size=4).map(
+        lambda x, y: (x, {"emotion": y["emotion"]}))
+    history = model.fit(ds, epochs=1, verbose=0)
+    assert np.isfinite(history.history["loss"][0])
+
+
+def test_shard_policy():
+    policy = tf.data.experimental.AutoShardPolicy
+    assert shard_policy(8, 2) == policy.FILE
+    assert shard_policy(3, 2) == policy.DATA
+    assert shard_policy(1, 2) == policy.DATA
+    assert shard_policy(4, 1) == policy.DATA
+
+
+def test_atomic_write_leaves_nothing_on_error(tmp_path):
+    clips = make_clips("a", 5)
+    clips[4].features["audio"][0, 0] = np.nan
+    with pytest.raises(DataError, match=r"clip 'a4' field 'audio': non-finite value nan at frame 0"):
+        write(tmp_path / "ds", {"train": clips})
+    assert os.listdir(tmp_path) == []
+
+
+def test_overwrite_rules(tmp_path):
+    write(tmp_path / "ds", {"train": make_clips("a", 2)})
+    with pytest.raises(DataError, match=r"already exists; pass overwrite=True"):
+        write(tmp_path / "ds", {"train": make_clips("a", 2)})
+    info = write(tmp_path / "ds", {"train": make_clips("b", 3)}, overwrite=True)
+    assert info.splits == {"train": 3}
+    assert sorted(os.listdir(tmp_path)) == ["ds"]
+    other = tmp_path / "notes"
+    other.mkdir()
+    (other / "x.txt").write_text("keep")
+    with pytest.raises(DataError, match=r"is not a keras-mre data set .*refusing"):
+        write(other, {"train": make_clips("a", 2)}, overwrite=True)
+    assert (other / "x.txt").read_text() == "keep"
+
+
+def test_dataset_json_example_keys(tmp_path):
+    write(tmp_path / "ds", {"train": make_clips("a", 2)}, provenance={"source": "test"},
+          skipped=[{"id": "z", "split": "train", "reason": "no audio"}])
+    stored = json.loads((tmp_path / "ds" / "dataset.json").read_text())
+    assert stored["format_version"] == data.FORMAT_VERSION
+    assert stored["modalities"] == ["text", "audio", "vision"]
+    assert stored["skipped"] == [{"id": "z", "split": "train", "reason": "no audio"}]
+    assert stored["provenance"] == {"source": "test"}
+    assert stored["num_classes"] == 3
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    ({"shard_size": 0}, r"shard_size must be a positive integer, got 0"),
+    ({"compression": "ZLIB"}, r"compression must be None or 'GZIP', got 'ZLIB'"),
+    ({"max_lengths": {"text": 3}}, r"max_lengths must have the modalities"),
+    ({"class_names": []}, r"class_names must be a non-empty list"),
+    ({"feature_dims": {"emotion": 3}, "max_lengths": {"emotion": 2}}, r"modality name 'emotion' is reserved"),
+])
+def test_bad_write_arguments(tmp_path, kwargs, message):
+    with pytest.raises(ConfigError, match=message):
+        write(tmp_path / "ds", {"train": []}, **kwargs)
+
+
+def test_bad_load_arguments(tmp_path):
+    write(tmp_path / "ds", {"train": make_clips("a", 2)})
+    with pytest.raises(ConfigError, match=r"batch_size must be a positive integer, got 0"):
+        data.load_dataset(tmp_path / "ds", "train", batch_size=0)
+    with pytest.raises(ConfigError, match=r"max_lengths names unknown modality 'face'"):
+        data.load_dataset(tmp_path / "ds", "train", max_lengths={"face": 3})
