@@ -97,7 +97,8 @@ def make_parser(info, max_lengths=None, with_ids=False, split=None):
     lengths = dict(info.max_lengths)
     lengths.update(max_lengths or {})
     num_classes = info.num_classes
-    where = f"data set {info.path} split {split!r}"
+    # No quotes in these messages: TensorFlow escapes them in error text.
+    where = f"data set {info.path} split {split}"
 
     def parse(serialized):
         parsed = tf.io.parse_example(serialized, spec)
@@ -113,8 +114,8 @@ def make_parser(info, max_lengths=None, with_ids=False, split=None):
             ok = tf.logical_and(length >= 0, size == length * dim * records.BYTES_PER_VALUE)
             checks.append(tf.debugging.Assert(
                 tf.reduce_all(ok),
-                [f"{where}: field {m!r} holds a byte count that disagrees with "
-                 f"'{schema.length_key(m)}' x feature_dims[{m!r}]={dim} x 4 "
+                [f"{where}: field {m} holds a byte count that disagrees with "
+                 f"{schema.length_key(m)} x feature_dims[{m}]={dim} x 4 "
                  "(wrong frame width or damaged record); clip ids:",
                  tf.boolean_mask(ids, tf.logical_not(ok))],
                 summarize=5,
@@ -131,7 +132,7 @@ def make_parser(info, max_lengths=None, with_ids=False, split=None):
         ok = tf.logical_and(label >= 0, label < num_classes)
         checks.append(tf.debugging.Assert(
             tf.reduce_all(ok),
-            [f"{where}: field 'emotion' outside 0..{num_classes - 1}; clip ids:",
+            [f"{where}: field emotion outside 0..{num_classes - 1}; clip ids:",
              tf.boolean_mask(ids, tf.logical_not(ok))],
             summarize=5,
         ))
@@ -142,7 +143,7 @@ def make_parser(info, max_lengths=None, with_ids=False, split=None):
             ok = tf.logical_and(value >= schema.UNKNOWN_LABEL, value < num_classes)
             checks.append(tf.debugging.Assert(
                 tf.reduce_all(ok),
-                [f"{where}: field {key!r} outside -1..{num_classes - 1}; clip ids:",
+                [f"{where}: field {key} outside -1..{num_classes - 1}; clip ids:",
                  tf.boolean_mask(ids, tf.logical_not(ok))],
                 summarize=5,
             ))
