@@ -82,6 +82,13 @@ class ModelConfig:
         hidden_dim: the common width `d` every modality is mapped to.
         dropout: dropout rate in `[0, 1)` (paper: 0.2).
         learning_rate: Adam learning rate used by `build_model(compile=True)`.
+            Default 1e-3, not the paper's 5e-5: the paper does not say how
+            long it trained, and at 5e-5 the network demonstrably fails to
+            train in a useful number of steps. On a 512-clip synthetic task
+            where one modality carries the label (the learning test), 15
+            epochs of batch 32 (240 steps) reach 46 % test accuracy (chance
+            33 %) at 5e-5 and 99 % at 1e-3. Pass `learning_rate=5e-5` to
+            follow the paper.
         batch_size: global batch size the training workflow uses (paper: 64).
         seed: when set, `build_model` seeds Keras' random generators with it
             before creating weights, so two builds give equal weights.

@@ -12,8 +12,13 @@ class CategoryContrastiveLoss(keras.losses.Loss):
     """Eq 6-7: InfoNCE across modalities with class-level positives.
 
     For modalities `s1 != s2` and samples `i`, `j` of the batch,
-    `Phi(i, j)` is the cosine similarity of sample `i`'s `s1` embedding and
-    sample `j`'s `s2` embedding, and eq 6 gives the row-softmax probability
+    `Phi(i, j) = u_i . v_j` is the cosine similarity of sample `i`'s `s1`
+    embedding and sample `j`'s `s2` embedding, each normalised as
+    `x / sqrt(|x|^2 + epsilon)`. The small `epsilon` keeps the similarity
+    and its gradient bounded for an all-zero embedding (e.g. a modality with
+    no valid frame), which then has similarity 0 to everything; for
+    embeddings of usual length it is the plain cosine. Eq 6 gives the
+    row-softmax probability
 
         P_ij(s1, s2) = exp(Phi(i, j) / tau) / sum_k exp(Phi(i, k) / tau).
 
@@ -48,12 +53,14 @@ class CategoryContrastiveLoss(keras.losses.Loss):
 
     Args:
         temperature: `tau` of eq 6, positive.
+        epsilon: the normalisation constant above, positive.
         reduction, name, dtype: as for `keras.losses.Loss`.
     """
 
     def __init__(
         self,
         temperature=0.1,
+        epsilon=1e-2,
         reduction="sum_over_batch_size",
         name="category_contrastive_loss",
         dtype=None,
@@ -63,7 +70,10 @@ class CategoryContrastiveLoss(keras.losses.Loss):
             raise ConfigError(
                 f"temperature={temperature!r}: expected a positive number"
             )
+        if not epsilon > 0:
+            raise ConfigError(f"epsilon={epsilon!r}: expected a positive number")
         self.temperature = temperature
+        self.epsilon = epsilon
 
     def call(self, y_true, y_pred):
         if len(y_pred.shape) != 3 or y_pred.shape[1] is None or y_pred.shape[1] < 2:
@@ -73,7 +83,7 @@ class CategoryContrastiveLoss(keras.losses.Loss):
             )
         labels = ops.reshape(ops.cast(y_true, y_pred.dtype), (-1,))
         squared = ops.sum(ops.square(y_pred), axis=-1, keepdims=True)
-        embeddings = y_pred * ops.rsqrt(ops.maximum(squared, 1e-12))
+        embeddings = y_pred * ops.rsqrt(squared + self.epsilon)
 
         all_embeddings = distribute.all_gather(embeddings)
         all_labels = distribute.all_gather(labels)
@@ -107,5 +117,5 @@ class CategoryContrastiveLoss(keras.losses.Loss):
 
     def get_config(self):
         config = super().get_config()
-        config.update({"temperature": self.temperature})
+        config.update({"temperature": self.temperature, "epsilon": self.epsilon})
         return config
