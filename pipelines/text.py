@@ -99,16 +99,19 @@ class TextFeatureExtractor:
             },
         }
 
-    def check(self, text, source="<text>"):
-        """Returns `text` stripped; raises DataError if it is not usable."""
+    def check(self, text, source=None):
+        """Returns `text` stripped; raises DataError if it is not usable.
+
+        `source` (for example a clip id) is named in the error message.
+        """
+        where = f" of {source}" if source else ""
         if not isinstance(text, str):
             raise DataError(
-                f"transcript of {source} must be a string, got "
-                f"{type(text).__name__}"
+                f"transcript{where} must be a string, got {type(text).__name__}"
             )
         stripped = text.strip()
         if not stripped:
-            raise DataError(f"transcript of {source} is empty")
+            raise DataError(f"transcript{where} is empty")
         return stripped
 
     def __call__(self, texts, sources=None):
