@@ -104,7 +104,12 @@ class OpenFaceReader:
         try:
             with open(path, newline="", encoding="utf-8") as handle:
                 rows = list(csv.reader(handle))
-        except (OSError, UnicodeDecodeError, csv.Error) as error:
+        except UnicodeDecodeError:
+            raise DataError(
+                f"OpenFace CSV {path} is not a text file (a video? videos need "
+                "vision='mediapipe')"
+            ) from None
+        except (OSError, csv.Error) as error:
             raise DataError(f"OpenFace CSV {path} cannot be read ({error})") from error
         if not rows:
             raise DataError(f"OpenFace CSV {path} is empty")

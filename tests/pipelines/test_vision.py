@@ -104,7 +104,7 @@ def test_missing_some_au_columns(assets, tmp_path):
         OpenFaceReader()(path)
 
 
-def test_bad_openface_files(tmp_path):
+def test_bad_openface_files(assets, tmp_path):
     with pytest.raises(DataError, match="OpenFace CSV .*gone.csv does not exist"):
         OpenFaceReader()(tmp_path / "gone.csv")
     (tmp_path / "empty.csv").write_text("")
@@ -117,6 +117,8 @@ def test_bad_openface_files(tmp_path):
     path = _write(tmp_path / "short.csv", header, [["1", "0.9", "1"]])
     with pytest.raises(DataError, match="short.csv row 2: 3 fields, expected 38"):
         OpenFaceReader()(path)
+    with pytest.raises(DataError, match="single_face.mp4 is not a text file \\(a video\\? videos need vision='mediapipe'\\)"):
+        OpenFaceReader()(assets.face_video)
     with pytest.raises(ConfigError, match="min_confidence must be in \\[0, 1\\], got 2"):
         OpenFaceReader(min_confidence=2)
 
