@@ -1,5 +1,6 @@
 """Writing keras-mre data sets: validated clips into sharded TFRecord files."""
 
+import copy
 import dataclasses
 import math
 import numbers
@@ -382,7 +383,9 @@ def write_dataset(
         compression: None or "GZIP".
         provenance: JSON-safe dict describing the source.
         skipped: List of `{"id", "split", "reason"}` dicts for clips the
-            producer left out; stored in `dataset.json`.
+            producer left out; stored in `dataset.json`. Both `provenance`
+            and `skipped` are read after the last clip was written, so a
+            producer may fill them in while its clips stream.
         overwrite: Replace an existing data set directory.
         progress: Show a progress bar per split.
 
@@ -443,7 +446,7 @@ def write_dataset(
             splits=splits,
             shards=shards,
             compression=compression,
-            provenance=dict(provenance or {}),
+            provenance=copy.deepcopy(dict(provenance or {})),
             skipped=[dict(s) for s in (skipped or [])],
             truncated=dict(encoder.truncated),
             class_counts=class_counts,
