@@ -512,7 +512,8 @@ def format_summary(info):
     truncated = {m: n for m, n in (info.truncated or {}).items() if n}
     if truncated:
         lines.append("clips cut to max length: " + ", ".join(f"{m} {n}" for m, n in truncated.items()))
-    lines.append(f"skipped {len(info.skipped)} clips" + (":" if info.skipped else ""))
+    count = len(info.skipped)
+    lines.append(f"skipped {count} clip{'' if count == 1 else 's'}" + (":" if count else ""))
     for entry in info.skipped:
         lines.append(f"  {entry['split']}/{entry['id']}: {entry['reason']}")
     return "\n".join(lines)
