@@ -332,7 +332,7 @@ class _Servicer(_servicer_base()):
     def __init__(self, server):
         self._server = server
 
-    def _check_spec(self, spec, context):
+    def _check_spec(self, spec, context, check_signature=True):
         import grpc
 
         if spec.name != self._server.model_name:
@@ -343,7 +343,7 @@ class _Servicer(_servicer_base()):
                 f"Servable not found for request: Specific({spec.name}, {spec.version.value})",
             )
         name = spec.signature_name or DEFAULT_SIGNATURE
-        if name not in self._server._signature_defs:
+        if check_signature and name not in self._server._signature_defs:
             context.abort(
                 grpc.StatusCode.INVALID_ARGUMENT,
                 f"Serving signature name: \"{name}\" not found in signature def",
@@ -383,7 +383,8 @@ class _Servicer(_servicer_base()):
         import grpc
         from tensorflow_serving.apis import get_model_metadata_pb2
 
-        self._check_spec(request.model_spec, context)
+        # Like TF Serving, metadata requests ignore the signature name.
+        self._check_spec(request.model_spec, context, check_signature=False)
         if list(request.metadata_field) != ["signature_def"]:
             context.abort(
                 grpc.StatusCode.INVALID_ARGUMENT,
