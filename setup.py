@@ -32,7 +32,7 @@ setup(
     package_dir={"keras_mre_pipelines": "pipelines"},
     install_requires=_requirements(),
     extras_require={
-        "mediapipe": ["mediapipe>=0.10"],
+        "mediapipe": ["mediapipe==1.2.3"],
     },
     entry_points={"console_scripts": ["keras-mre=keras_mre.cli:main"]},
     classifiers=[
