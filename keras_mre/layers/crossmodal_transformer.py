@@ -42,9 +42,10 @@ class CrossmodalTransformer(keras.layers.Layer):
 
     Call arguments:
         target: `[batch, target_time, dim]`.
-        target_mask: `[batch, target_time]` bool, valid target frames.
+        target_lengths: `[batch]` int, valid target frames.
         source: `[batch, source_time, dim]` or None for self-attention.
-        source_mask: `[batch, source_time]` bool, or None with `source=None`.
+        source_lengths: `[batch]` int, valid source frames, or None with
+            `source=None`.
 
     Returns:
         `[batch, target_time, dim]`.
@@ -81,9 +82,6 @@ class CrossmodalTransformer(keras.layers.Layer):
             self.query_norms.append(
                 keras.layers.LayerNormalization(name=f"query_norm_{index}")
             )
-            self.source_norms.append(
-                keras.layers.LayerNormalization(name=f"source_norm_{index}")
-            )
             self.attentions.append(
                 keras.layers.MultiHeadAttention(
                     num_heads=self.num_heads,
@@ -108,14 +106,20 @@ class CrossmodalTransformer(keras.layers.Layer):
         self.final_norm = keras.layers.LayerNormalization(name="final_norm")
         self.drop = keras.layers.Dropout(self.dropout)
 
-    def build(self, target_shape, target_mask_shape=None, source_shape=None,
-              source_mask_shape=None):
+    def build(self, target_shape, target_lengths_shape=None, source_shape=None,
+              source_lengths_shape=None):
         target_shape = tuple(target_shape)
-        source_shape = tuple(source_shape) if source_shape else target_shape
+        if source_shape is not None:
+            source_shape = tuple(source_shape)
+            self.source_norms = [
+                keras.layers.LayerNormalization(name=f"source_norm_{index}")
+                for index in range(self.num_layers)
+            ]
         for index in range(self.num_layers):
             self.query_norms[index].build(target_shape)
-            self.source_norms[index].build(source_shape)
-            self.attentions[index].build(target_shape, source_shape)
+            if source_shape is not None:
+                self.source_norms[index].build(source_shape)
+            self.attentions[index].build(target_shape, source_shape or target_shape)
             self.ffn_norms[index].build(target_shape)
             self.ffn_in[index].build(target_shape)
             self.ffn_out[index].build(
@@ -129,18 +133,21 @@ class CrossmodalTransformer(keras.layers.Layer):
         positions = _sinusoidal_positions(length, self.dim, sequence.dtype)
         return sequence * math.sqrt(self.dim) + positions[None, :, :]
 
-    def call(self, target, target_mask, source=None, source_mask=None,
+    def call(self, target, target_lengths, source=None, source_lengths=None,
              training=None):
         self_attention = source is None
         x = self.drop(self._embed(target), training=training)
         if self_attention:
-            source_mask = target_mask
+            source, source_lengths = target, target_lengths
         else:
             source = self.drop(self._embed(source), training=training)
-        target_time = ops.shape(target)[1]
+        source_time = ops.shape(source)[1]
+        valid = ops.arange(source_time, dtype="int32")[None, :] < ops.cast(
+            source_lengths, "int32"
+        )[:, None]
         attention_mask = ops.broadcast_to(
-            ops.expand_dims(ops.cast(source_mask, "bool"), 1),
-            (ops.shape(target)[0], target_time, ops.shape(source_mask)[1]),
+            ops.expand_dims(valid, 1),
+            (ops.shape(target)[0], ops.shape(target)[1], source_time),
         )
         for index in range(self.num_layers):
             query = self.query_norms[index](x)
