@@ -458,24 +458,19 @@ def predict_dataset(model, dataset, modalities):
     Returns:
         A `Predictions`.
     """
-    outputs = {}
     label_parts = {}
-    for features, labels in dataset:
-        batch = model.predict_on_batch(features)
-        for key in (
-            schema.OUTPUT_PROBABILITIES,
-            schema.OUTPUT_RELEVANCE,
-            schema.OUTPUT_UNIMODAL,
-            schema.SCORE_KEY,
-        ):
-            if key in batch:
-                outputs.setdefault(key, []).append(np.asarray(batch[key]))
+    for labels in dataset.map(lambda features, labels: labels):
         for key, value in labels.items():
             label_parts.setdefault(key, []).append(np.asarray(value))
-    if not outputs:
+    if not label_parts:
         raise DataError("the split holds no clips to evaluate")
-    joined = {k: np.concatenate(v, axis=0) for k, v in outputs.items()}
     label_arrays = {k: np.concatenate(v, axis=0) for k, v in label_parts.items()}
+    # model.predict handles distribution strategies; the order is the
+    # dataset's, so outputs line up with the labels read above.
+    outputs = model.predict(dataset.map(lambda features, labels: features), verbose=0)
+    wanted = (schema.OUTPUT_PROBABILITIES, schema.OUTPUT_RELEVANCE, schema.OUTPUT_UNIMODAL,
+              schema.SCORE_KEY)
+    joined = {k: np.asarray(outputs[k]) for k in wanted if k in outputs}
     unimodal_labels = {
         m: label_arrays[schema.unimodal_label_key(m)]
         for m in modalities

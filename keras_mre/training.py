@@ -50,6 +50,7 @@ MODEL_FILE = "model.keras"
 BEST_WEIGHTS = os.path.join("checkpoints", "best.weights.h5")
 BACKUP_DIR = "backup"
 LOG_DIR = "logs"
+WORKERS_DIR = ".workers"
 
 
 class ClusterTimeoutError(RunError):
@@ -172,9 +173,42 @@ def make_strategy(name="auto", *, cluster_timeout=DEFAULT_CLUSTER_TIMEOUT):
     return _multi_worker_strategy(tf_config, cluster_timeout), tf_config
 
 
+def _patch_keras_multi_worker_reduce():
+    """Let Keras' fit() reduce scalar logs under MultiWorkerMirroredStrategy.
+
+    Keras 3.15 reduces every per-step log value across workers with
+    `strategy.reduce("MEAN", v, axis=0)`, which fails for the scalar loss
+    and metric values ("Invalid reduction dimension 0 for input with 0
+    dimensions"). Scalars are reduced with `axis=None` instead; everything
+    else goes through Keras unchanged.
+    """
+    from keras.src.backend.tensorflow import trainer as tf_trainer
+
+    original = tf_trainer.reduce_per_replica
+    if getattr(original, "_keras_mre_scalar_fix", False):
+        return
+
+    def reduce_per_replica(values, strategy, reduction):
+        if reduction in ("auto", "mean") and tf_trainer._collective_all_reduce_multi_worker(strategy):
+            import keras
+
+            def reduce(value):
+                if getattr(value, "shape", None) is not None and value.shape.rank == 0:
+                    return strategy.reduce("MEAN", value, axis=None)
+                return original(value, strategy, reduction)
+
+            return keras.tree.map_structure(reduce, values)
+        return original(values, strategy, reduction)
+
+    reduce_per_replica._keras_mre_scalar_fix = True
+    tf_trainer.reduce_per_replica = reduce_per_replica
+
+
 def _multi_worker_strategy(tf_config, timeout):
     import tensorflow as tf
     from tensorflow.python.distribute import collective_all_reduce_strategy
+
+    _patch_keras_multi_worker_reduce()
 
     # The strategy's constructor waits for every worker with a barrier whose
     # timeout is this class attribute (0 = forever); a finite value turns a
@@ -323,7 +357,9 @@ class Run:
         """Load `RUN/model.keras`; RunError when it is missing or unreadable."""
         import keras
 
-        import keras_mre.models  # noqa: F401  (registers the model classes)
+        from keras_mre import models
+
+        models.available_models()  # imports every model module: registers the classes
 
         if not os.path.isfile(self.model_path):
             raise RunError(
@@ -621,7 +657,7 @@ def train(
         work_dir = run_dir
     else:
         task = tf_config["task"]
-        work_dir = os.path.join(run_dir, ".workers", f"{task['type']}-{task['index']}")
+        work_dir = os.path.join(run_dir, WORKERS_DIR, f"{task['type']}-{task['index']}")
     backup_dir = os.path.join(work_dir, BACKUP_DIR)
     state_path = os.path.join(work_dir, "run_state.json")
     if chief:
@@ -667,8 +703,10 @@ def train(
 
     with dist.scope():
         net = models.build_model(model_config, compile=True)
-        sample = next(iter(train_ds))[0]
-        net(sample, training=False)
+        sample = next(iter(train_ds))
+        net(sample[0], training=False)
+    if tf_config is not None:
+        _build_before_multi_worker_fit(net, sample, dist)
     parameters = int(sum(int(tf.size(w)) for w in net.weights))
 
     early_stopping = keras.callbacks.EarlyStopping(
@@ -775,9 +813,23 @@ def train(
             os.remove(state_path)
     else:
         shutil.rmtree(work_dir, ignore_errors=True)
+        try:
+            os.rmdir(os.path.dirname(work_dir))
+        except OSError:
+            pass  # another worker's directory is still there
     if verbose and chief:
         print(result.summary())
     return result
+
+
+def _build_before_multi_worker_fit(model, batch, strategy):
+    # Keras' fit() and evaluate() first reduce one distributed batch across
+    # replicas to build metrics and optimizer symbolically; the collective
+    # reduce of MultiWorkerMirroredStrategy cannot take a nested (dict)
+    # batch. Build from a local batch here and skip that step.
+    with strategy.scope():
+        model._symbolic_build(data_batch=batch)
+    model._maybe_symbolic_build = lambda iterator=None, data_batch=None: None
 
 
 def _known_length(dataset, clips, batch_size, drop_remainder):
@@ -793,11 +845,17 @@ def _prepare_run_dir(run_dir, record, backup_dir, overwrite):
     config_path = os.path.join(run_dir, CONFIG_FILE)
     if os.path.exists(run_dir) and not os.path.isdir(run_dir):
         raise RunError(f"{run_dir}: exists and is not a directory")
-    if os.path.isdir(run_dir) and os.listdir(run_dir):
+    # Other workers of a multi-worker run may already have made `.workers/`.
+    if os.path.isdir(run_dir) and set(os.listdir(run_dir)) - {WORKERS_DIR}:
         finished = is_finished_run(run_dir)
         resumable = os.path.isdir(backup_dir) and os.path.isfile(config_path)
         if overwrite:
-            shutil.rmtree(run_dir)
+            for name in set(os.listdir(run_dir)) - {WORKERS_DIR}:
+                path = os.path.join(run_dir, name)
+                if os.path.isdir(path):
+                    shutil.rmtree(path)
+                else:
+                    os.remove(path)
         elif finished and not resumable:
             raise RunError(
                 f"{run_dir}: holds a finished run; choose another --out or pass --overwrite"
