@@ -227,6 +227,21 @@ def report(args, sections, memory, load_before, load_after, command):
                          f"{r['seconds']:.1f} | {r['base_mb']:.0f} | {r['peak_mb']:.0f} | "
                          f"{r['peak_mb'] - r['base_mb']:.0f} |")
         lines.append("")
+        if len(memory) >= 2:
+            import numpy as np
+
+            sizes = np.array([r["pickle_mb"] for r in memory])
+            growth = np.array([r["peak_mb"] - r["base_mb"] for r in memory])
+            slope, intercept = np.polyfit(sizes, growth, 1)
+            full_mb = sizes[-1] / memory[-1]["fraction"]
+            lines += [
+                f"Growth rises by {slope * 1024:.0f} MB per GB of pickle (least squares). "
+                f"Extrapolated to the whole MOSEI pickle of this layout ({full_mb / 1024:.1f} GB): "
+                f"growth {intercept + slope * full_mb:.0f} MB, peak RSS about "
+                f"{memory[-1]['base_mb'] + intercept + slope * full_mb:.0f} MB. "
+                "Loading the same file with `pickle.load` needs at least its size in memory.",
+                "",
+            ]
     return "\n".join(lines)
 
 

@@ -56,6 +56,8 @@ def _frombuffer(buffer, dtype, shape, order):
 def _scalar(dtype, data=None):
     if not isinstance(dtype, np.dtype) or dtype.hasobject:
         raise pickle.UnpicklingError("only numeric numpy scalars are allowed")
+    if isinstance(data, str):
+        data = data.encode("latin1")
     return np.frombuffer(bytes(data), dtype=dtype, count=1)[0]
 
 

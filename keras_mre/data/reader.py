@@ -239,6 +239,8 @@ def load_dataset(
     if shuffle is None:
         shuffle = split == "train"
 
+    workers = num_workers if num_workers is not None else _num_workers()
+    policy = shard_policy(len(files), workers)
     file_ds = tf.data.Dataset.from_tensor_slices(tf.constant(files, dtype=tf.string))
     if shuffle and not cache and len(files) > 1:
         file_ds = file_ds.shuffle(len(files), seed=seed, reshuffle_each_iteration=True)
@@ -254,8 +256,10 @@ def load_dataset(
         deterministic=True,
     )
     # A known size gives Keras progress bars their total; a shard holding
-    # fewer or more records than dataset.json says fails loudly.
-    ds = ds.apply(tf.data.experimental.assert_cardinality(info.splits[split]))
+    # fewer or more records than dataset.json says fails loudly. Under FILE
+    # sharding each worker reads only its shards, so the total does not apply.
+    if policy != tf.data.experimental.AutoShardPolicy.FILE:
+        ds = ds.apply(tf.data.experimental.assert_cardinality(info.splits[split]))
     if cache:
         ds = ds.cache("" if cache is True else os.fspath(cache))
     if shuffle:
@@ -273,8 +277,7 @@ def load_dataset(
     )
     ds = ds.prefetch(tf.data.AUTOTUNE)
     options = tf.data.Options()
-    workers = num_workers if num_workers is not None else _num_workers()
-    options.experimental_distribute.auto_shard_policy = shard_policy(len(files), workers)
+    options.experimental_distribute.auto_shard_policy = policy
     return ds.with_options(options)
 
 

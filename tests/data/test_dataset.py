@@ -189,6 +189,23 @@ def test_fit_accepts_dataset(tmp_path):
     assert np.isfinite(history.history["loss"][0])
 
 
+@pytest.mark.parametrize("clips, shard_size, policy", [(16, 4, "FILE"), (10, 4, "DATA")])
+def test_workers_split_the_records(tmp_path, clips, shard_size, policy):
+    from tensorflow.python.data.experimental.ops.distribute import _AutoShardDataset
+
+    write(tmp_path / "ds", {"train": make_clips("a", clips)}, shard_size=shard_size)
+    seen = []
+    for index in range(2):
+        ds = data.load_dataset(tmp_path / "ds", "train", batch_size=2, seed=3, with_ids=True,
+                               num_workers=2)
+        assert ds.options().experimental_distribute.auto_shard_policy == getattr(
+            tf.data.experimental.AutoShardPolicy, policy)
+        worker = _AutoShardDataset(ds, 2, index)
+        seen.append([i.decode() for _, _, ids in worker for i in ids.numpy()])
+    assert sorted(seen[0] + seen[1]) == sorted(f"a{i}" for i in range(clips))
+    assert abs(len(seen[0]) - len(seen[1])) <= 2
+
+
 def test_shard_policy():
     policy = tf.data.experimental.AutoShardPolicy
     assert shard_policy(8, 2) == policy.FILE
