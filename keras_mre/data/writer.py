@@ -225,7 +225,9 @@ class _ClipEncoder:
         if array.shape[0] > max_length:
             array = array[:max_length]
             self.truncated[m] += 1
-        array = np.ascontiguousarray(array, dtype=records.FRAME_DTYPE)
+        with np.errstate(over="ignore", invalid="ignore"):
+            # Values beyond float32's range become inf and are refused below.
+            array = np.ascontiguousarray(array, dtype=records.FRAME_DTYPE)
         if not np.isfinite(array).all():
             bad = np.argwhere(~np.isfinite(array))[0]
             raise DataError(
