@@ -200,8 +200,9 @@ def load_dataset(
         num_parallel_reads: Shards read at once when shuffling (default: up
             to 4); without shuffling shards are read one after another so
             that records keep their stored order.
-        shuffle_buffer: Records in the shuffle buffer (default: about
-            256 MB of records, at most 10,000, at most the split size).
+        shuffle_buffer: Records in the shuffle buffer (default: the whole
+            split with `cache=True`, else about 256 MB of records, at most
+            10,000 and at most the split size).
         max_lengths: Dict modality -> frames, overriding `max_lengths` of
             `dataset.json` for some modalities.
         num_workers: Workers of a MultiWorkerMirroredStrategy; defaults to
@@ -263,7 +264,13 @@ def load_dataset(
     if cache:
         ds = ds.cache("" if cache is True else os.fspath(cache))
     if shuffle:
-        buffer = shuffle_buffer or _default_shuffle_buffer(info, split, files)
+        if shuffle_buffer:
+            buffer = shuffle_buffer
+        elif cache is True:
+            # The records are held in memory anyway: shuffle the whole split.
+            buffer = max(info.splits[split], 1)
+        else:
+            buffer = _default_shuffle_buffer(info, split, files)
         ds = ds.shuffle(buffer, seed=seed, reshuffle_each_iteration=True)
     if repeat is True:
         ds = ds.repeat()

@@ -122,6 +122,11 @@ def test_seeded_shuffle_is_deterministic_and_complete(tmp_path):
 
     first = order(7)
     assert first == order(7)
+    cached = data.load_dataset(tmp_path / "ds", "train", batch_size=20, seed=7, cache=True,
+                               with_ids=True)
+    epochs = [[i.decode() for _, _, ids in cached for i in ids.numpy()] for _ in range(2)]
+    assert sorted(epochs[0]) == sorted(epochs[1]) == sorted(first)
+    assert epochs[0] != epochs[1]
     assert sorted(first) == sorted(f"a{i}" for i in range(20))
     assert first != [f"a{i}" for i in range(20)]
     assert first != order(8)
