@@ -4,7 +4,45 @@ import keras
 from keras import ops
 
 from keras_mre.errors import ConfigError
-from keras_mre.layers.masked_mean_dnn_encoder import length_mask
+
+
+class _ProjectedLSTMCell(keras.layers.Layer):
+    """LSTM step on pre-projected gates, also picking each clip's last state.
+
+    Step input: `[batch, 4 * units + 1]`, the gates' input part `x_t W + b`
+    (order input, forget, output, candidate) and a last column that is 1 at
+    the clip's last valid step. States: `h`, `c` and `picked`, the sum of
+    `h_t` weighted by that column, i.e. the state after the last valid step.
+    """
+
+    def __init__(self, units, **kwargs):
+        super().__init__(**kwargs)
+        self.units = units
+        self.state_size = [units, units, units]
+        self.output_size = units
+
+    def build(self, input_shape):
+        self.recurrent_kernel = self.add_weight(
+            name="recurrent_kernel",
+            shape=(self.units, 4 * self.units),
+            initializer="orthogonal",
+        )
+
+    def call(self, inputs, states, training=None):
+        h, c, picked = states
+        units = self.units
+        z = inputs[:, : 4 * units] + ops.matmul(h, self.recurrent_kernel)
+        gates = ops.sigmoid(z[:, : 3 * units])
+        candidate = ops.tanh(z[:, 3 * units :])
+        c = gates[:, units : 2 * units] * c + gates[:, :units] * candidate
+        h = gates[:, 2 * units :] * ops.tanh(c)
+        picked = picked + inputs[:, 4 * units :] * h
+        return picked, [h, c, picked]
+
+    def get_config(self):
+        config = super().get_config()
+        config.update({"units": self.units})
+        return config
 
 
 @keras.saving.register_keras_serializable(package="keras_mre")
@@ -13,15 +51,20 @@ class LSTMEncoder(keras.layers.Layer):
 
     The text encoder of the paper (section 3.1). The input projection of all
     four gates, `x_t W + b`, is computed for every time step at once as one
-    large matrix product `[batch * time, features] x [features, 4 * units]`;
-    only the recurrent product `h_{t-1} U` runs step by step. Steps past a
-    clip's length leave the state unchanged, so padding changes nothing and a
-    clip with zero valid steps returns the zero vector.
+    2-D matrix product `[batch * time, features] x [features, 4 * units]`
+    (most of an LSTM's work at BERT widths); only the recurrent product
+    `h_{t-1} U` runs step by step, in Keras' RNN loop.
 
-    Gates follow the usual LSTM equations (input, forget, candidate, output
-    order; forget-gate bias initialised to 1):
+    The state after step `length - 1` is picked up inside the loop, so steps
+    after a clip's end never affect the output: padding changes nothing
+    without any per-step masking, and a clip with zero valid steps returns
+    the zero vector. (The LSTM is causal, so running over padding afterwards
+    is harmless.)
 
-        i, f, g, o = split(x_t W + b + h_{t-1} U)
+    Gates (order input, forget, output, candidate; forget-gate bias
+    initialised to 1):
+
+        i, f, o, g = split(x_t W + b + h_{t-1} U)
         c_t = sigmoid(f) * c_{t-1} + sigmoid(i) * tanh(g)
         h_t = sigmoid(o) * tanh(c_t)
 
@@ -32,6 +75,7 @@ class LSTMEncoder(keras.layers.Layer):
     Call arguments:
         inputs: `[batch, time, features]`.
         lengths: valid step counts `[batch]` (int); `None` means all valid.
+            Counts above `time` count as `time`.
         training: dropout switch.
 
     Returns:
@@ -44,6 +88,8 @@ class LSTMEncoder(keras.layers.Layer):
             raise ConfigError(f"units={units!r}: expected a positive integer")
         self.units = units
         self.dropout = dropout
+        self.cell = _ProjectedLSTMCell(units, name="cell", dtype=self.dtype_policy)
+        self.rnn = keras.layers.RNN(self.cell, name="rnn", dtype=self.dtype_policy)
         self.dropout_layer = keras.layers.Dropout(dropout, name="dropout")
 
     def build(self, inputs_shape, lengths_shape=None):
@@ -53,49 +99,33 @@ class LSTMEncoder(keras.layers.Layer):
             shape=(features, 4 * self.units),
             initializer="glorot_uniform",
         )
-        self.recurrent_kernel = self.add_weight(
-            name="recurrent_kernel",
-            shape=(self.units, 4 * self.units),
-            initializer="orthogonal",
-        )
-
-        def bias_initializer(shape, dtype=None):
-            bias = ops.zeros((4, self.units), dtype=dtype)
-            bias = ops.concatenate(
-                [bias[:1], ops.ones((1, self.units), dtype=dtype), bias[2:]]
-            )
-            return ops.reshape(bias, shape)
-
-        self.bias = self.add_weight(
-            name="bias", shape=(4 * self.units,), initializer=bias_initializer
-        )
-
-    def call(self, inputs, lengths=None, training=None):
-        batch = ops.shape(inputs)[0]
-        steps = ops.shape(inputs)[1]
-        # One matrix product for the input part of every gate at every step.
-        gates = ops.matmul(inputs, self.kernel) + self.bias
-        gates = ops.transpose(gates, (1, 0, 2))
-        if lengths is None:
-            lengths = ops.full((batch,), steps, dtype="int32")
-        mask = ops.transpose(length_mask(lengths, steps, "bool"))[:, :, None]
-        recurrent_kernel = ops.convert_to_tensor(self.recurrent_kernel)
         units = self.units
 
-        def step(t, carry):
-            h, c = carry
-            z = gates[t] + ops.matmul(h, recurrent_kernel)
-            i = ops.sigmoid(z[:, :units])
-            f = ops.sigmoid(z[:, units : 2 * units])
-            g = ops.tanh(z[:, 2 * units : 3 * units])
-            o = ops.sigmoid(z[:, 3 * units :])
-            c_new = f * c + i * g
-            h_new = o * ops.tanh(c_new)
-            return ops.where(mask[t], h_new, h), ops.where(mask[t], c_new, c)
+        def bias_initializer(shape, dtype=None):
+            forget = ops.concatenate(
+                [ops.zeros((units,)), ops.ones((units,)), ops.zeros((2 * units,))]
+            )
+            return ops.cast(forget, dtype)
 
-        zeros = ops.zeros((batch, units), dtype=gates.dtype)
-        h, _ = ops.fori_loop(0, steps, step, (zeros, zeros))
-        return self.dropout_layer(h, training=training)
+        self.bias = self.add_weight(
+            name="bias", shape=(4 * units,), initializer=bias_initializer
+        )
+        self.rnn.build((None, None, 4 * units + 1))
+
+    def call(self, inputs, lengths=None, training=None):
+        units = self.units
+        batch = ops.shape(inputs)[0]
+        steps = ops.shape(inputs)[1]
+        if lengths is None:
+            lengths = ops.full((batch,), steps, dtype="int32")
+        lengths = ops.minimum(ops.cast(lengths, "int32"), steps)
+        # One 2-D product for every step (a 3-D x 2-D product would run as a
+        # broadcast batch product, whose kernel gradient is far slower).
+        gates = ops.matmul(ops.reshape(inputs, (-1, inputs.shape[-1])), self.kernel)
+        gates = ops.reshape(gates + self.bias, (batch, steps, 4 * units))
+        last = ops.arange(steps, dtype="int32")[None, :] == lengths[:, None] - 1
+        gates = ops.concatenate([gates, ops.cast(last, gates.dtype)[:, :, None]], -1)
+        return self.dropout_layer(self.rnn(gates), training=training)
 
     def compute_output_shape(self, inputs_shape, lengths_shape=None):
         return (inputs_shape[0], self.units)

@@ -103,12 +103,16 @@ class RelevanceAttention(keras.layers.Layer):
         heads = self.num_heads
         head_width = width // heads
 
-        def split_heads(x):
-            return ops.reshape(x, (batch, modalities, heads, head_width))
+        # Projections as 2-D products over all tokens of the batch.
+        tokens = ops.reshape(inputs, (-1, width))
 
-        q = split_heads(ops.matmul(inputs, self.query_kernel))
-        k = split_heads(ops.matmul(inputs, self.key_kernel))
-        v = split_heads(ops.matmul(inputs, self.value_kernel))
+        def project(kernel):
+            projected = ops.matmul(tokens, kernel)
+            return ops.reshape(projected, (batch, modalities, heads, head_width))
+
+        q = project(self.query_kernel)
+        k = project(self.key_kernel)
+        v = project(self.value_kernel)
         scores = ops.einsum("bmhk,bnhk->bhmn", q, k) / math.sqrt(head_width)
         weights = ops.softmax(scores, axis=-1)
         attention = ops.einsum("bhmn,bnhk->bmhk", weights, v)

@@ -13,7 +13,7 @@ def sigmoid(x):
 
 def numpy_reference(layer, frames, lengths):
     kernel = np.asarray(layer.kernel, "float64")
-    recurrent = np.asarray(layer.recurrent_kernel, "float64")
+    recurrent = np.asarray(layer.cell.recurrent_kernel, "float64")
     bias = np.asarray(layer.bias, "float64")
     u = layer.units
     out = np.zeros((frames.shape[0], u))
@@ -22,7 +22,7 @@ def numpy_reference(layer, frames, lengths):
         c = np.zeros(u)
         for t in range(lengths[b]):
             z = frames[b, t] @ kernel + bias + h @ recurrent
-            i, f, g, o = z[:u], z[u : 2 * u], z[2 * u : 3 * u], z[3 * u :]
+            i, f, o, g = z[:u], z[u : 2 * u], z[2 * u : 3 * u], z[3 * u :]
             c = sigmoid(f) * c + sigmoid(i) * np.tanh(g)
             h = sigmoid(o) * np.tanh(c)
         out[b] = h
@@ -42,6 +42,7 @@ def test_matches_numpy_reference():
     frames, lengths = make_inputs()
     out = np.asarray(layer(frames, lengths))
     assert out.shape == (4, 3)
+    np.testing.assert_array_equal(np.asarray(layer.bias)[3:6], 1.0)
     np.testing.assert_allclose(out, numpy_reference(layer, frames, lengths), atol=1e-5)
 
 
@@ -51,7 +52,14 @@ def test_matches_keras_lstm_on_full_length_clips():
     ours = np.asarray(layer(frames))
     reference = keras.layers.LSTM(3)
     reference.build(frames.shape)
-    reference.set_weights([np.asarray(w) for w in layer.weights])
+
+    def keras_order(w):  # ours: i, f, o, g; Keras: i, f, g, o
+        i, f, o, g = np.split(np.asarray(w), 4, axis=-1)
+        return np.concatenate([i, f, g, o], axis=-1)
+
+    reference.set_weights(
+        [keras_order(layer.kernel), keras_order(layer.cell.recurrent_kernel), keras_order(layer.bias)]
+    )
     np.testing.assert_allclose(ours, np.asarray(reference(frames)), atol=1e-5)
 
 
