@@ -10,6 +10,7 @@ import keras
 from keras_mre.config import ModelConfig
 from keras_mre.config import config_from_dict
 from keras_mre.errors import ConfigError
+from keras_mre.errors import RunError
 from keras_mre.models.emotion_model import EmotionModel
 from keras_mre.models.registry import available_models
 from keras_mre.models.registry import get_builder
@@ -20,6 +21,7 @@ __all__ = [
     "EmotionModel",
     "available_models",
     "build_model",
+    "load_model",
     "register_model",
     "resolve_config",
 ]
@@ -82,4 +84,22 @@ def build_model(config=None, /, *, compile=True, **overrides):
         model.compile(
             optimizer=keras.optimizers.Adam(learning_rate=config.learning_rate)
         )
+        # Built now, so a saved untrained model holds the full optimizer state.
+        model.optimizer.build(model.trainable_variables)
     return model
+
+
+def load_model(path, compile=True):
+    """Loads a `.keras` file saved from any registered model.
+
+    Imports every model module first, so the saved classes are known.
+
+    Raises:
+        RunError: `path` does not exist.
+    """
+    import pathlib
+
+    if not pathlib.Path(path).exists():
+        raise RunError(f"{path}: model file not found")
+    available_models()
+    return keras.saving.load_model(path, compile=compile)

@@ -5,7 +5,9 @@ import tensorflow as tf
 
 from keras_mre.errors import ConfigError
 from keras_mre.errors import DataError
+from keras_mre.errors import RunError
 from keras_mre.models import build_model
+from keras_mre.models import load_model
 from keras_mre.models.mre import MREModel
 from keras_mre.testing import random_batch
 
@@ -144,7 +146,7 @@ def test_keras_file_round_trip_gives_identical_predictions(model, batch, tmp_pat
     features, labels = batch
     path = tmp_path / "mre.keras"
     model.save(path)
-    loaded = keras.saving.load_model(path)
+    loaded = load_model(path)
     assert isinstance(loaded, MREModel)
     assert loaded.config == model.config
     expected = model.predict(features, verbose=0)
@@ -152,6 +154,11 @@ def test_keras_file_round_trip_gives_identical_predictions(model, batch, tmp_pat
     for key in expected:
         np.testing.assert_array_equal(actual[key], expected[key], err_msg=key)
     assert loaded.compiled
+    assert len(loaded.optimizer.variables) == len(model.optimizer.variables) > 2
+    plain = keras.saving.load_model(path, compile=False)
+    np.testing.assert_array_equal(plain.predict(features, verbose=0)["emotion"], expected["emotion"])
+    with pytest.raises(RunError, match="missing.keras: model file not found"):
+        load_model(tmp_path / "missing.keras")
     assert float(loaded.optimizer.learning_rate) == pytest.approx(model.config.learning_rate)
 
 
