@@ -182,7 +182,7 @@ class _Split:
         for m in ("audio", "vision"):
             key = f"{m}_lengths"
             if key in data:
-                self.lengths[m] = self._numbers(data[key], key).astype(np.int64)
+                self.lengths[m] = self._numbers(data[key], key, n).astype(np.int64)
             elif "text" in self.lengths and self.features[m].shape[1] == self.features["text"].shape[1]:
                 # Aligned files share the text's time axis and its padding.
                 self.lengths[m] = self.lengths["text"]
@@ -203,14 +203,14 @@ class _Split:
         self.unimodal_scores = {}
         for m, key in UNIMODAL_SCORE_KEYS.items():
             if key in data:
-                self.unimodal_scores[m] = self._numbers(data[key], key)
+                self.unimodal_scores[m] = self._numbers(data[key], key, n)
         self.dataset = dataset
         self.task = task
         self.chunk_size = chunk_size
         self.neg_inf = {m: 0 for m in MODALITY_KEYS}
         self.skipped = []
 
-    def _numbers(self, value, key):
+    def _numbers(self, value, key, n=None):
         if not isinstance(value, (np.ndarray, LazyArray, list)):
             raise DataError(f"{self.path}: split {self.split!r} key {key!r} is {type(value).__name__}, expected an array")
         array = np.asarray(value)
@@ -218,7 +218,8 @@ class _Split:
             raise DataError(
                 f"{self.path}: split {self.split!r} key {key!r} has dtype {array.dtype}, expected numbers"
             )
-        n = len(array) if array.ndim else 0
+        if n is None:
+            n = len(array) if array.ndim else 0
         array = _vector(array, self.path, self.split, key, n)
         if not np.isfinite(array).all():
             row = int(np.flatnonzero(~np.isfinite(array))[0])

@@ -213,6 +213,10 @@ def broken(mmsa_layouts):
      r"key 'regression_labels' has dtype object, expected numbers"),
     (lambda c: c["train"].update(audio_lengths=[-1] * 7),
      r"split 'train' row 0: audio length -1 is negative"),
+    (lambda c: c["train"].update(vision_lengths=[3] * 6),
+     r"split 'train' key 'vision_lengths' has shape \(6,\), expected \[7\]"),
+    (lambda c: c["test"].update(text_bert=c["test"]["text_bert"][:, :2]),
+     r"split 'test' key 'text_bert' has shape \(4, 2, 8\), expected \[4, 3, L\]"),
     (lambda c: c.update(train=[1, 2]), r"split 'train' must be a dict of arrays, got list"),
 ])
 def test_bad_pickles(tmp_path, mmsa_pickle, broken, change, message):
