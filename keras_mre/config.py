@@ -63,9 +63,9 @@ def _check_field_type(name, value, hint):
     else:
         ok = True
     if not ok:
+        expected = "a finite number" if hint is float else getattr(hint, "__name__", hint)
         raise ConfigError(
-            f"{name}={value!r}: expected {getattr(hint, '__name__', hint)}, "
-            f"got {_type_name(value)}"
+            f"{name}={value!r}: expected {expected}, got {_type_name(value)}"
         )
 
 
