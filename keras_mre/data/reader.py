@@ -1,5 +1,6 @@
 """Reading keras-mre data sets: tf.data input pipelines and shard verification."""
 
+import json
 import numbers
 import os
 
@@ -35,17 +36,23 @@ def _shard_files(info, split):
 
 
 def _num_workers():
-    """Number of workers of the current MultiWorkerMirroredStrategy, else 1."""
+    """Workers of the strategy in scope, else of the `TF_CONFIG` cluster, else 1."""
     import tensorflow as tf
 
-    if not tf.distribute.has_strategy():
+    if tf.distribute.has_strategy():
+        resolver = getattr(tf.distribute.get_strategy(), "cluster_resolver", None)
+        if resolver is not None:
+            spec = resolver.cluster_spec()
+            jobs = spec.jobs
+            count = sum(spec.num_tasks(job) for job in ("chief", "worker") if job in jobs)
+            return max(count, 1)
+    try:
+        cluster = json.loads(os.environ.get("TF_CONFIG", "{}")).get("cluster", {})
+    except (ValueError, AttributeError):
         return 1
-    resolver = getattr(tf.distribute.get_strategy(), "cluster_resolver", None)
-    if resolver is None:
+    if not isinstance(cluster, dict):
         return 1
-    spec = resolver.cluster_spec()
-    jobs = spec.jobs
-    count = sum(spec.num_tasks(job) for job in ("chief", "worker") if job in jobs)
+    count = sum(len(cluster.get(job) or []) for job in ("chief", "worker"))
     return max(count, 1)
 
 
@@ -206,8 +213,10 @@ def load_dataset(
         max_lengths: Dict modality -> frames, overriding `max_lengths` of
             `dataset.json` for some modalities.
         num_workers: Workers of a MultiWorkerMirroredStrategy; defaults to
-            the cluster of the current strategy scope (1 outside one). Picks
-            the auto-shard policy (see `shard_policy`).
+            the cluster of the strategy in scope, else the cluster in the
+            `TF_CONFIG` environment variable, else 1. Picks the auto-shard
+            policy (see `shard_policy`); with several workers an unseeded
+            shuffle uses seed 0, so that all workers shuffle alike.
         verify: Run `verify_dataset` on the split first (one full read);
             a damaged shard then raises DataError naming the shard file, the
             record index and the field instead of failing inside `fit`.
@@ -242,6 +251,10 @@ def load_dataset(
 
     workers = num_workers if num_workers is not None else _num_workers()
     policy = shard_policy(len(files), workers)
+    if shuffle and seed is None and workers > 1:
+        # DATA sharding keeps every N-th element after the shuffle: all
+        # workers must shuffle alike or clips are repeated and lost.
+        seed = 0
     file_ds = tf.data.Dataset.from_tensor_slices(tf.constant(files, dtype=tf.string))
     if shuffle and not cache and len(files) > 1:
         file_ds = file_ds.shuffle(len(files), seed=seed, reshuffle_each_iteration=True)

@@ -211,6 +211,25 @@ def test_workers_split_the_records(tmp_path, clips, shard_size, policy):
     assert abs(len(seen[0]) - len(seen[1])) <= 2
 
 
+def test_workers_from_tf_config(tmp_path, monkeypatch):
+    write(tmp_path / "ds", {"train": make_clips("a", 8)}, shard_size=2)
+    monkeypatch.setenv("TF_CONFIG", json.dumps({
+        "cluster": {"worker": ["localhost:1", "localhost:2"]},
+        "task": {"type": "worker", "index": 0}}))
+    policy = tf.data.experimental.AutoShardPolicy
+
+    def order(ds):
+        return [i.decode() for _, _, ids in ds for i in ids.numpy()]
+
+    first = data.load_dataset(tmp_path / "ds", "train", batch_size=8, with_ids=True)
+    assert first.options().experimental_distribute.auto_shard_policy == policy.FILE
+    again = data.load_dataset(tmp_path / "ds", "train", batch_size=8, with_ids=True)
+    assert order(first) == order(again)
+    monkeypatch.setenv("TF_CONFIG", "{}")
+    single = data.load_dataset(tmp_path / "ds", "train", batch_size=8)
+    assert single.options().experimental_distribute.auto_shard_policy == policy.DATA
+
+
 def test_shard_policy():
     policy = tf.data.experimental.AutoShardPolicy
     assert shard_policy(8, 2) == policy.FILE
