@@ -155,6 +155,10 @@ class AudioFeatureExtractor:
                 warnings.simplefilter("ignore")
                 signal, _ = librosa.load(path, sr=self.sample_rate, mono=True)
         except Exception as error:  # decoders raise many unrelated types
+            if "not finite" in str(error):
+                # A float WAV holding NaN or Inf decodes, then fails librosa's
+                # buffer check: say what is wrong with it.
+                raise DataError(f"audio file {path} contains NaN or infinite samples") from None
             raise DataError(
                 f"audio file {path} cannot be decoded as audio by soundfile "
                 f"or audioread "
