@@ -15,6 +15,8 @@ from keras_mre.errors import DataError
 FORMAT_VERSION = 1
 INFO_FILENAME = "dataset.json"
 COMPRESSIONS = (None, "GZIP")
+# One modality of one clip, padded, must fit in a TensorFlow string (2 GiB).
+MAX_CLIP_BYTES = 2**31 - 1
 
 
 @dataclasses.dataclass
@@ -198,6 +200,13 @@ def info_from_dict(data, path=None):
                 raise DataError(
                     f"{where}: field '{field}.{m}' must be a positive integer, got {value!r}"
                 )
+    for m in modalities:
+        frame_bytes = data["max_lengths"][m] * data["feature_dims"][m] * 4
+        if frame_bytes > MAX_CLIP_BYTES:
+            raise DataError(
+                f"{where}: field 'max_lengths.{m}' x 'feature_dims.{m}' x 4 bytes = "
+                f"{frame_bytes} per clip exceeds the limit of {MAX_CLIP_BYTES} bytes"
+            )
     class_names = data["class_names"]
     if not class_names or not all(isinstance(c, str) for c in class_names):
         raise DataError(f"{where}: field 'class_names' must be a non-empty list of strings")
@@ -229,6 +238,12 @@ def info_from_dict(data, path=None):
     for split, files in shards.items():
         if not isinstance(files, list) or not all(isinstance(f, str) for f in files):
             raise DataError(f"{where}: field 'shards.{split}' must be a list of file names")
+        for name in files:
+            if os.path.basename(name) != name or name in ("", ".", ".."):
+                raise DataError(
+                    f"{where}: field 'shards.{split}' entry {name!r} must be a file "
+                    "name inside the data set directory"
+                )
     compression = data.get("compression")
     if compression not in COMPRESSIONS:
         raise DataError(

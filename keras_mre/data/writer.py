@@ -140,6 +140,12 @@ class _ClipEncoder:
         clip_id = clip.id
         if not isinstance(clip_id, str) or not clip_id:
             raise DataError(f"split {split!r} item {index}: clip id must be a non-empty string, got {clip_id!r}")
+        try:
+            clip_id.encode("utf-8")
+        except UnicodeEncodeError:
+            raise DataError(
+                f"split {split!r} item {index}: clip id {clip_id!r} is not valid UTF-8"
+            ) from None
         if clip_id in self.ids:
             raise DataError(f"split {split!r} item {index}: clip id {clip_id!r} appears twice")
         self.ids.add(clip_id)
