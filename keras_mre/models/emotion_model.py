@@ -45,7 +45,9 @@ class EmotionModel(keras.Model):
     subclass hook `auxiliary_losses`, plus any regularisation losses. `fit`
     and `evaluate` report `loss`, `ce`, every auxiliary term by name, then
     `accuracy` and `f1_weighted` (support-weighted F1). The reported terms
-    are the weighted values that enter the total.
+    are the weighted values that enter the total. The model computes its
+    own losses and metrics: `compile` needs only the optimizer, and `loss`
+    or `metrics` arguments given to `compile` are not used.
 
     Saving: `get_config` holds `config.to_dict()`, so `.keras` files reload
     with `keras.saving.load_model` once `keras_mre.models` is imported.

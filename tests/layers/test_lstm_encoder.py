@@ -58,7 +58,11 @@ def test_matches_keras_lstm_on_full_length_clips():
         return np.concatenate([i, f, g, o], axis=-1)
 
     reference.set_weights(
-        [keras_order(layer.kernel), keras_order(layer.cell.recurrent_kernel), keras_order(layer.bias)]
+        [
+            keras_order(layer.kernel),
+            keras_order(layer.cell.recurrent_kernel),
+            keras_order(layer.bias),
+        ]
     )
     np.testing.assert_allclose(ours, np.asarray(reference(frames)), atol=1e-5)
 

@@ -10,6 +10,7 @@ import subprocess
 import sys
 import textwrap
 
+import numpy as np
 import pytest
 
 SCRIPT = textwrap.dedent(
@@ -68,8 +69,6 @@ def test_two_replica_step_equals_single_device_step():
     mirrored_logs, mirrored_weights = result["mirrored"]
     for name in ("loss", "ce", "rs", "cnce"):
         assert mirrored_logs[name] == pytest.approx(single_logs[name], abs=1e-5), name
-    import numpy as np
-
     changed = 0
     for a, b in zip(single_weights, mirrored_weights):
         np.testing.assert_allclose(np.asarray(b), np.asarray(a), atol=1e-5)

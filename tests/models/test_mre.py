@@ -156,7 +156,9 @@ def test_keras_file_round_trip_gives_identical_predictions(model, batch, tmp_pat
     assert loaded.compiled
     assert len(loaded.optimizer.variables) == len(model.optimizer.variables) > 2
     plain = keras.saving.load_model(path, compile=False)
-    np.testing.assert_array_equal(plain.predict(features, verbose=0)["emotion"], expected["emotion"])
+    np.testing.assert_array_equal(
+        plain.predict(features, verbose=0)["emotion"], expected["emotion"]
+    )
     with pytest.raises(RunError, match="missing.keras: model file not found"):
         load_model(tmp_path / "missing.keras")
     assert float(loaded.optimizer.learning_rate) == pytest.approx(model.config.learning_rate)
@@ -219,7 +221,8 @@ def test_missing_input_key_raises_config_error(model, batch):
 def test_wrong_feature_dim_raises_config_error(model, batch):
     features, labels = batch
     broken = dict(features, vision=np.zeros((8, 5, 7), "float32"))
-    with pytest.raises(ConfigError, match=r"feature dim 7 does not match feature_dims\['vision'\]=5"):
+    message = r"feature dim 7 does not match feature_dims\['vision'\]=5"
+    with pytest.raises(ConfigError, match=message):
         model(broken)
     with pytest.raises(ConfigError, match="feature dim 7"):
         model.fit(broken, labels, epochs=1, verbose=0)
