@@ -1,0 +1,189 @@
+"""Baseline models: registry, shapes, configs, saving and learning."""
+
+import numpy as np
+import pytest
+
+import keras
+
+from keras_mre.data import schema
+from keras_mre.errors import ConfigError
+from keras_mre.models import available_models
+from keras_mre.models import build_model
+from keras_mre.testing import random_batch
+
+DIMS = {"text": 12, "audio": 5, "vision": 7}
+BASELINES = ("lmf", "tfn", "ef_lstm", "mult", "misa", "mfn", "graph_mfn")
+SMALL = {
+    "lmf": {"hidden_dim": 8, "rank": 2},
+    "tfn": {"hidden_dim": 8, "fusion_dim": 4, "post_fusion_dim": 8},
+    "ef_lstm": {"hidden_dim": 8, "num_steps": 4},
+    "mult": {"model_dim": 8, "num_heads": 2, "num_layers": 1, "memory_layers": 1},
+    "misa": {"hidden_dim": 8, "max_steps": 4},
+    "mfn": {"num_steps": 4, "lstm_dim": 4, "memory_dim": 6, "attention_dim": 6,
+            "gate_dim": 6},
+    "graph_mfn": {"num_steps": 4, "lstm_dim": 4, "memory_dim": 6,
+                  "attention_dim": 6, "gate_dim": 6, "graph_dim": 6},
+}
+
+
+def small_model(name, dims=DIMS, num_classes=3, **overrides):
+    options = dict(SMALL[name], seed=3)
+    options.update(overrides)
+    return build_model(name, feature_dims=dims, num_classes=num_classes, **options)
+
+
+def test_every_baseline_is_registered():
+    assert set(BASELINES) <= set(available_models())
+
+
+@pytest.mark.parametrize("name", BASELINES)
+def test_shapes_probabilities_and_empty_clips(name):
+    model = small_model(name, num_classes=4)
+    features, _ = random_batch(DIMS, 4, batch=5, max_len=6, seed=1)
+    out = model(features, training=False)
+    probabilities = keras.ops.convert_to_numpy(out[schema.OUTPUT_PROBABILITIES])
+    assert probabilities.shape == (5, 4)
+    assert np.all(np.isfinite(probabilities))
+    np.testing.assert_allclose(probabilities.sum(-1), 1.0, atol=1e-5)
+    assert model.config.MODEL_NAME == name
+    # Time lengths may change from batch to batch; padding must not matter.
+    longer = {}
+    for key, value in features.items():
+        if value.ndim == 3:
+            value = np.concatenate([value, np.full_like(value[:, :3], 7.0)], axis=1)
+        longer[key] = value
+    padded = keras.ops.convert_to_numpy(model(longer, training=False)["emotion"])
+    np.testing.assert_allclose(padded, probabilities, atol=1e-5)
+
+
+@pytest.mark.parametrize("name", BASELINES)
+def test_keras_round_trip_gives_identical_predictions(name, tmp_path):
+    model = small_model(name)
+    features, labels = random_batch(DIMS, 3, batch=6, max_len=5, seed=2)
+    model.fit(features, labels, epochs=1, batch_size=6, verbose=0)
+    before = model.predict(features, verbose=0)
+    path = tmp_path / f"{name}.keras"
+    model.save(path)
+    loaded = keras.saving.load_model(path)
+    after = loaded.predict(features, verbose=0)
+    assert type(loaded) is type(model)
+    assert loaded.config == model.config
+    np.testing.assert_array_equal(before["emotion"], after["emotion"])
+
+
+@pytest.mark.parametrize("name", BASELINES)
+def test_two_modalities_and_other_names(name):
+    dims = {"speech": 4, "face": 6}
+    model = small_model(name, dims=dims)
+    features, _ = random_batch(dims, 3, batch=4, max_len=5, seed=3)
+    out = model(features)
+    assert tuple(out["emotion"].shape) == (4, 3)
+
+
+def test_config_round_trip_and_bad_values():
+    for name in BASELINES:
+        model = small_model(name)
+        config = model.config
+        assert type(config).from_dict(config.to_dict()) == config
+    with pytest.raises(ConfigError, match="rank=0"):
+        build_model("lmf", rank=0)
+    with pytest.raises(ConfigError, match="num_heads=4: must divide model_dim=30"):
+        build_model("mult", num_heads=4)
+    with pytest.raises(ConfigError, match="fusion_dim=200"):
+        build_model("tfn", fusion_dim=200)
+    with pytest.raises(ConfigError, match="num_steps=0"):
+        build_model("ef_lstm", num_steps=0)
+    with pytest.raises(ConfigError, match="fusion_heads=3: must divide hidden_dim=128"):
+        build_model("misa", fusion_heads=3)
+    with pytest.raises(ConfigError, match="diff_weight=-1"):
+        build_model("misa", diff_weight=-1.0)
+    with pytest.raises(ConfigError, match="unknown config key 'rank'"):
+        build_model("mult", rank=4)
+    with pytest.raises(ConfigError, match="graph_mfn supports 1 to 6 modalities"):
+        build_model("graph_mfn", feature_dims={f"m{i}": 2 for i in range(7)})
+
+
+def test_missing_input_key_names_the_key():
+    model = small_model("tfn")
+    features, _ = random_batch(DIMS, 3, batch=2, max_len=3)
+    del features["audio_length"]
+    with pytest.raises(ConfigError, match="missing key 'audio_length'"):
+        model(features)
+
+
+def test_misa_reports_its_auxiliary_losses():
+    model = small_model("misa")
+    features, labels = random_batch(DIMS, 3, batch=8, max_len=5, seed=4)
+    history = model.fit(features, labels, epochs=1, batch_size=8, verbose=0)
+    for name in ("ce", "diff", "sim", "recon"):
+        assert np.isfinite(history.history[name][0])
+    assert history.history["sim"][0] > 0.0
+
+
+def test_misa_difference_and_cmd_losses_match_numpy():
+    from keras_mre.models.misa import _central_moment_discrepancy
+    from keras_mre.models.misa import _difference_loss
+
+    rng = np.random.default_rng(0)
+    a = rng.normal(size=(16, 4)).astype("float32")
+    b = rng.normal(size=(16, 3)).astype("float32")
+
+    def normed(x):
+        x = x - x.mean(0)
+        return x / (np.linalg.norm(x, axis=1, keepdims=True) + 1e-6)
+
+    expected = np.mean((normed(a).T @ normed(b)) ** 2)
+    got = keras.ops.convert_to_numpy(_difference_loss(a, b))
+    np.testing.assert_allclose(got, expected, rtol=1e-4)
+
+    c = rng.normal(size=(16, 4)).astype("float32") * 2 + 1
+    expected = np.linalg.norm(a.mean(0) - c.mean(0))
+    for k in range(2, 6):
+        expected += np.linalg.norm(
+            ((a - a.mean(0)) ** k).mean(0) - ((c - c.mean(0)) ** k).mean(0)
+        )
+    got = keras.ops.convert_to_numpy(_central_moment_discrepancy(a, c, 5))
+    np.testing.assert_allclose(got, expected, rtol=1e-4)
+    same = keras.ops.convert_to_numpy(_central_moment_discrepancy(a, a, 5))
+    assert same < 1e-4
+
+
+def make_task(n, num_classes, seed, informative, max_len=8):
+    """Only the `informative` modality's frames depend on the label."""
+    rng = np.random.default_rng(seed)
+    labels = rng.integers(0, num_classes, n).astype("int32")
+    prototypes = np.random.default_rng(7).normal(size=(num_classes, DIMS[informative]))
+    features = {}
+    for modality, dim in DIMS.items():
+        lengths = rng.integers(2, max_len + 1, n).astype("int32")
+        frames = rng.normal(size=(n, max_len, dim))
+        if modality == informative:
+            frames = 0.7 * frames + 1.5 * prototypes[labels][:, None, :]
+        frames[np.arange(max_len)[None, :] >= lengths[:, None]] = 0.0
+        features[modality] = frames.astype("float32")
+        features[schema.length_key(modality)] = lengths
+    return features, {"emotion": labels}
+
+
+LEARN = {
+    "lmf": {"hidden_dim": 16},
+    "tfn": {"hidden_dim": 16, "fusion_dim": 8, "post_fusion_dim": 16},
+    "ef_lstm": {"hidden_dim": 16, "num_steps": 4},
+    "mult": {"model_dim": 12, "num_heads": 2, "num_layers": 1, "memory_layers": 1},
+    "misa": {"hidden_dim": 16, "max_steps": 4},
+    "mfn": {"num_steps": 4, "lstm_dim": 8, "memory_dim": 16},
+    "graph_mfn": {"num_steps": 4, "lstm_dim": 8, "memory_dim": 16, "graph_dim": 16},
+}
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", BASELINES)
+def test_learns_a_task_carried_by_one_modality(name):
+    informative = "vision"
+    train_x, train_y = make_task(384, 3, seed=0, informative=informative)
+    test_x, test_y = make_task(192, 3, seed=1, informative=informative)
+    model = build_model(name, feature_dims=DIMS, num_classes=3, seed=1, **LEARN[name])
+    model.fit(train_x, train_y, epochs=12, batch_size=32, verbose=0)
+    predictions = model.predict(test_x, verbose=0)["emotion"].argmax(-1)
+    accuracy = float((predictions == test_y["emotion"]).mean())
+    assert accuracy >= 0.8, accuracy
