@@ -21,6 +21,7 @@ import types
 import typing
 from typing import ClassVar
 
+from keras_mre.data.schema import length_key
 from keras_mre.errors import ConfigError
 
 DEFAULT_FEATURE_DIMS = {"text": 768, "audio": 33, "vision": 35}
@@ -150,6 +151,13 @@ class ModelConfig:
                     f"feature_dims[{modality!r}]={dim!r}: expected a positive "
                     "integer"
                 )
+        lengths = {length_key(m) for m in self.feature_dims}
+        clashes = sorted(lengths & set(self.feature_dims))
+        if clashes:
+            raise ConfigError(
+                f"feature_dims key {clashes[0]!r}: clashes with the length input "
+                "of another modality"
+            )
         if self.num_classes < 2:
             raise ConfigError(
                 f"num_classes={self.num_classes!r}: expected at least 2"

@@ -67,6 +67,7 @@ def test_replace_validates():
         ({"feature_dims": {"text": 768, "audio": 0}}, r"feature_dims\['audio'\]=0"),
         ({"feature_dims": {"text": 768, "audio": 3.5}}, r"feature_dims\['audio'\]=3.5"),
         ({"feature_dims": {"text": 4, "bad key": 3}}, "feature_dims key 'bad key'"),
+        ({"feature_dims": {"text": 4, "text_length": 3}}, "'text_length': clashes"),
         ({"class_names": ["a", "b"]}, "class_names=.*expected 5 strings"),
         ({"num_classes": "5"}, "num_classes='5': expected int, got str"),
         ({"num_classes": True}, "num_classes=True: expected int, got bool"),
