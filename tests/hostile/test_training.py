@@ -1,0 +1,53 @@
+"""Training on hostile data, and determinism: same data, seed and config, same metrics."""
+
+import json
+import os
+
+import numpy as np
+import pytest
+
+from keras_mre import data
+from keras_mre import training
+from keras_mre.errors import RunError
+
+from .conftest import DIMS
+from .conftest import TINY_CONFIG
+
+ARGS = dict(epochs=1, batch_size=8, config=TINY_CONFIG, histogram_freq=0, verbose=0)
+
+
+def history(run_dir):
+    with open(os.path.join(run_dir, "history.json")) as f:
+        return json.load(f)["history"]
+
+
+@pytest.mark.slow
+def test_same_seed_gives_identical_metrics(tiny_data, tmp_path):
+    first = training.train(tiny_data, str(tmp_path / "a"), seed=21, **ARGS)
+    second = training.train(tiny_data, str(tmp_path / "b"), seed=21, **ARGS)
+    other = training.train(tiny_data, str(tmp_path / "c"), seed=22, **ARGS)
+    assert history(tmp_path / "a") == history(tmp_path / "b")
+    assert first.history == second.history
+    # The comparison can fail: another seed gives other numbers.
+    assert history(tmp_path / "a")["loss"] != history(tmp_path / "c")["loss"]
+    for a, b in zip(first.model.get_weights(), second.model.get_weights()):
+        np.testing.assert_array_equal(a, b)
+    assert other.history["loss"] != first.history["loss"]
+
+
+@pytest.mark.slow
+@pytest.mark.xfail(reason="H3: a NaN loss still finishes the run and writes model.keras", strict=True)
+def test_non_finite_loss_does_not_finish_a_run(tmp_path):
+    # Finite float32 values so large that every loss overflows to NaN.
+    clips = {split: [data.Clip(id=f"{split}{i}", label=i % 3,
+                               features={m: np.full((2, d), 3e38 if i % 2 else 1.0)
+                                         for m, d in DIMS.items()})
+                     for i in range(16)]
+             for split in ("train", "valid")}
+    data_dir = str(tmp_path / "huge")
+    data.write_dataset(data_dir, clips, feature_dims=DIMS, class_names=["a", "b", "c"],
+                       max_lengths={m: 4 for m in DIMS}, name="huge", progress=False)
+    run_dir = str(tmp_path / "run")
+    with pytest.raises(RunError, match=r"NaN"):
+        training.train(data_dir, run_dir, seed=3, **ARGS)
+    assert not training.is_finished_run(run_dir)
