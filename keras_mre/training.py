@@ -29,6 +29,8 @@ import json
 import numbers
 import os
 import shutil
+import subprocess
+import sys
 import time
 
 from keras_mre.errors import ConfigError
@@ -206,35 +208,45 @@ def _patch_keras_multi_worker_reduce():
 
 def _multi_worker_strategy(tf_config, timeout):
     import tensorflow as tf
-    from tensorflow.python.distribute import collective_all_reduce_strategy
 
     _patch_keras_multi_worker_reduce()
-
-    # The strategy's constructor waits for every worker with a barrier whose
-    # timeout is this class attribute (0 = forever); a finite value turns a
-    # missing worker into an error. Collectives get the same timeout.
-    extended = collective_all_reduce_strategy.CollectiveAllReduceExtended
-    previous = getattr(extended, "_check_health_initial_timeout", None)
-    if previous is not None:
-        extended._check_health_initial_timeout = int(timeout)
     options = tf.distribute.experimental.CommunicationOptions(timeout_seconds=float(timeout))
     workers = ", ".join(
         f"{job}:{i} {address}"
         for job, addresses in tf_config["cluster"].items()
         for i, address in enumerate(addresses)
     )
+    message = (
+        f"multi-worker cluster not complete after {timeout} s: not every task of TF_CONFIG "
+        f"({workers}) joined; start all workers with the same cluster, or raise --cluster-timeout"
+    )
+    # TensorFlow waits inside C++ (holding the GIL) for every task to
+    # register, so no Python thread or signal handler can end the wait. A
+    # small watchdog process prints the error and kills this process when
+    # the strategy is not up in time.
+    watchdog = subprocess.Popen(
+        [sys.executable, "-c", _WATCHDOG, str(os.getpid()), str(timeout), message],
+        stdin=subprocess.PIPE,
+    )
     try:
         return tf.distribute.MultiWorkerMirroredStrategy(communication_options=options)
-    except RuntimeError as error:
-        if "Timeout waiting for the cluster" in str(error):
-            raise ClusterTimeoutError(
-                f"multi-worker cluster not complete after {timeout} s: not every task of "
-                f"TF_CONFIG ({workers}) joined; start all workers with the same cluster"
-            ) from None
-        raise
+    except (tf.errors.DeadlineExceededError, tf.errors.UnavailableError) as error:
+        detail = " ".join(str(error.message).split())[:200]
+        raise ClusterTimeoutError(f"{message} ({detail})") from None
     finally:
-        if previous is not None:
-            extended._check_health_initial_timeout = previous
+        watchdog.stdin.close()
+        watchdog.wait()
+
+
+_WATCHDOG = """
+import os, select, signal, sys
+pid, timeout, message = int(sys.argv[1]), float(sys.argv[2]), sys.argv[3]
+ready, _, _ = select.select([sys.stdin], [], [], timeout)
+if not ready:
+    sys.stderr.write("keras-mre: error: " + message + " (process killed)\\n")
+    sys.stderr.flush()
+    os.kill(pid, signal.SIGKILL)
+"""
 
 
 # --------------------------------------------------------------------------
@@ -617,10 +629,11 @@ def train(
     if "train" not in info.splits:
         raise DataError(f"{data_dir}: no 'train' split (splits: {sorted(info.splits)})")
 
+    # The strategy first: multi-worker setup must precede every TF op.
+    dist, tf_config = make_strategy(strategy, cluster_timeout=cluster_timeout)
     keras.utils.set_random_seed(seed)
     if deterministic:
         tf.config.experimental.enable_op_determinism()
-    dist, tf_config = make_strategy(strategy, cluster_timeout=cluster_timeout)
     chief = is_chief(tf_config)
     distributed = dist.num_replicas_in_sync > 1 or tf_config is not None
 
