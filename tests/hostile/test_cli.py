@@ -231,3 +231,10 @@ def test_synth_into_a_foreign_directory_is_refused(cli, tmp_path):
     status, _, err = cli("synth", "--out", target, "--num-clips", "12", "--overwrite", "--no-progress")
     assert_one_line_error(status, err, r"mine: exists and is not a keras-mre data set \(no dataset.json\); refusing to replace it")
     assert (target / "thesis.tex").read_text() == "precious"
+
+
+def test_debug_shows_the_traceback_instead(cli, tmp_path):
+    from keras_mre.errors import DataError
+
+    with pytest.raises(DataError, match=r"nowhere: data set directory not found"):
+        cli("--debug", "train", "--data", tmp_path / "nowhere", "--out", tmp_path / "run")
