@@ -59,7 +59,7 @@ class LSTMEncoder(keras.layers.Layer):
     after a clip's end never affect the output: padding changes nothing
     without any per-step masking, and a clip with zero valid steps returns
     the zero vector. (The LSTM is causal, so running over padding afterwards
-    is harmless.)
+    is harmless.) A time axis of 0 steps is allowed and also gives zeros.
 
     Gates (order input, forget, output, candidate; forget-gate bias
     initialised to 1):
@@ -125,6 +125,10 @@ class LSTMEncoder(keras.layers.Layer):
         gates = ops.reshape(gates + self.bias, (batch, steps, 4 * units))
         last = ops.arange(steps, dtype="int32")[None, :] == lengths[:, None] - 1
         gates = ops.concatenate([gates, ops.cast(last, gates.dtype)[:, :, None]], -1)
+        # A time axis of 0 steps gets one all-zero step (never picked), so
+        # the loop always runs and the output is the zero vector.
+        empty = ops.cast(ops.equal(steps, 0), "int32")
+        gates = ops.pad(gates, [[0, 0], [0, empty], [0, 0]])
         return self.dropout_layer(self.rnn(gates), training=training)
 
     def compute_output_shape(self, inputs_shape, lengths_shape=None):

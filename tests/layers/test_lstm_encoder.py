@@ -81,6 +81,22 @@ def test_padding_changes_nothing_and_empty_clip_is_zero():
     np.testing.assert_array_equal(b[2], np.zeros(3))
 
 
+def test_time_axis_of_zero_steps_gives_zeros():
+    layer = LSTMEncoder(3)
+    out = np.asarray(layer(np.zeros((2, 0, 5), "float32"), np.zeros(2, "int32")))
+    np.testing.assert_array_equal(out, np.zeros((2, 3)))
+    fn = tf.function(
+        layer,
+        input_signature=[
+            tf.TensorSpec((None, None, 5), tf.float32),
+            tf.TensorSpec((None,), tf.int32),
+        ],
+    )
+    np.testing.assert_array_equal(
+        np.asarray(fn(np.zeros((2, 0, 5), "float32"), np.zeros(2, "int32"))), 0.0
+    )
+
+
 def test_every_weight_gets_gradient():
     layer = LSTMEncoder(3)
     frames, lengths = make_inputs()

@@ -77,6 +77,16 @@ def test_zero_length_clips_give_finite_outputs_loss_and_gradients(model, batch):
     assert all(np.isfinite(np.asarray(g)).all() for g in grads if g is not None)
 
 
+def test_time_axis_of_zero_frames_gives_finite_outputs(model):
+    empty = {}
+    for modality, dim in DIMS.items():
+        empty[modality] = np.zeros((2, 0, dim), "float32")
+        empty[f"{modality}_length"] = np.zeros(2, "int32")
+    out = model(empty)
+    assert all(np.isfinite(np.asarray(v)).all() for v in out.values())
+    np.testing.assert_allclose(np.asarray(out["emotion"]).sum(-1), 1.0, atol=1e-5)
+
+
 def test_every_trainable_weight_gets_a_gradient(batch):
     features, labels = batch
     model = build_model(feature_dims=DIMS, num_classes=3, hidden_dim=8, dropout=0.0, seed=3)
