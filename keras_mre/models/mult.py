@@ -74,7 +74,9 @@ class MulTModel(EmotionModel):
 
     Differences from the paper: lengths mask padded frames in every
     attention and select the last valid step (MMSA's version attends to and
-    reads padding).
+    reads padding). The convolution at a clip's last frames reads the
+    frames after it, so frames past a length must be zero (as the data
+    pipeline pads them).
 
     Outputs: `"emotion"` probabilities `[batch, C]`, `"logits"` `[batch, C]`.
 
