@@ -72,7 +72,6 @@ def test_saved_model_frames_longer_than_the_data_sets_max_length(serving_functio
     assert np.isfinite(out["probabilities"]).all()
 
 
-@pytest.mark.xfail(reason="H9: the text LSTM encoder fails on a time axis of 0 frames", strict=True)
 def test_saved_model_zero_frames_in_every_modality(serving_function):
     out = call(serving_function, features(batch=2, frames=0))
     assert np.isfinite(out["probabilities"]).all()
