@@ -38,15 +38,33 @@ def config_file(tmp_path, content=None):
 # ------------------------------------------------------------ real processes
 
 
+@pytest.fixture(scope="module")
+def newer_format_process(tiny_data, tmp_path_factory):
+    """`keras-mre train` run as a process on a data set of a newer format."""
+    base = tmp_path_factory.mktemp("newer")
+    data_dir = str(base / "data")
+    shutil.copytree(tiny_data, data_dir)
+    edit_info(data_dir, lambda d: d.update(format_version=2))
+    out = base / "run"
+    result = run_cli_subprocess(["train", "--data", data_dir, "--out", str(out), *TRAIN])
+    return result, out
+
+
 @pytest.mark.slow
-def test_process_newer_data_set_format(data_copy, tmp_path):
-    edit_info(data_copy, lambda d: d.update(format_version=2))
-    out = tmp_path / "run"
-    result = run_cli_subprocess(["train", "--data", data_copy, "--out", str(out), *TRAIN])
+def test_process_newer_data_set_format(newer_format_process):
+    result, out = newer_format_process
     assert_one_line_error(result.returncode, result.stderr,
                           r"data/dataset.json: format_version 2 is newer than this keras-mre reads \(1\)")
     assert result.stdout == ""
     assert not out.exists()
+
+
+@pytest.mark.slow
+@pytest.mark.xfail(reason="H10: TensorFlow start-up lines precede the error on stderr", strict=True)
+def test_process_error_is_all_that_stderr_shows(newer_format_process):
+    result, _ = newer_format_process
+    assert result.stderr.splitlines() == [
+        line for line in result.stderr.splitlines() if line.startswith("keras-mre: error:")]
 
 
 @pytest.mark.slow
