@@ -256,3 +256,18 @@ def test_debug_shows_the_traceback_instead(cli, tmp_path):
 
     with pytest.raises(DataError, match=r"nowhere: data set directory not found"):
         cli("--debug", "train", "--data", tmp_path / "nowhere", "--out", tmp_path / "run")
+
+
+def test_demo_into_a_foreign_directory_is_refused(cli, tmp_path):
+    target = tmp_path / "demo"
+    target.mkdir()
+    (target / "notes.txt").write_text("mine")
+    status, _, err = cli("demo", "--out", target, "--num-clips", "30", "--epochs", "1")
+    assert_one_line_error(status, err, r"demo: exists and holds \['notes.txt'\], which the demo did not write; choose another --out")
+    assert sorted(os.listdir(target)) == ["notes.txt"]
+
+
+def test_evaluate_an_unknown_split(cli, tiny_run, tiny_data):
+    status, _, err = cli("evaluate", "--run", tiny_run, "--data", tiny_data, "--split", "holdout")
+    assert_one_line_error(status, err, r"unknown split 'holdout'; the data set has \['test', 'train', 'valid'\]")
+    assert not os.path.exists(os.path.join(tiny_run, "eval", "holdout"))

@@ -112,6 +112,12 @@ def test_grpc_batch_0_and_batch_10000(client):
     assert large["class_name"].shape == (10000,)
 
 
+def test_grpc_request_larger_than_the_message_limit(client):
+    # 10,000 clips of 50 frames: 26 MB, over the in-process server's 4 MiB gRPC limit.
+    with pytest.raises(ServingError, match=r"Predict to .* \(model 'mre'\) failed: RESOURCE_EXHAUSTED: .*Received message larger than max \(\d+ vs\. 4194304\)"):
+        client.predict(features(batch=10000, frames=50))
+
+
 @pytest.mark.xfail(reason="H7: lengths outside 0..frames are served without complaint", strict=True)
 def test_grpc_rejects_bad_lengths(client):
     request = features()
