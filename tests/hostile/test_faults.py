@@ -167,12 +167,18 @@ def _can_mount_tmpfs(path):
     return result.returncode == 0
 
 
-@pytest.fixture
-def full_disk(tmp_path):
-    """A 64 KiB file system (tmpfs; needs root), else a 64 KiB file size limit."""
+@pytest.fixture(params=["tmpfs", "file-size-limit"])
+def full_disk(request, tmp_path):
+    """A directory that takes 64 KiB: a tmpfs mount (needs root) or RLIMIT_FSIZE.
+
+    Python ignores SIGXFSZ, so under the file size limit a write past it
+    fails with EFBIG ("File too large") instead of killing the process.
+    """
     mount = tmp_path / "small"
     mount.mkdir()
-    if _can_mount_tmpfs(mount):
+    if request.param == "tmpfs":
+        if not _can_mount_tmpfs(mount):
+            pytest.skip("mounting a tmpfs needs root and the mount program")
         try:
             yield mount
         finally:
