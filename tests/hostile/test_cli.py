@@ -271,3 +271,32 @@ def test_evaluate_an_unknown_split(cli, tiny_run, tiny_data):
     status, _, err = cli("evaluate", "--run", tiny_run, "--data", tiny_data, "--split", "holdout")
     assert_one_line_error(status, err, r"unknown split 'holdout'; the data set has \['test', 'train', 'valid'\]")
     assert not os.path.exists(os.path.join(tiny_run, "eval", "holdout"))
+
+
+def write_with_an_empty_split(path, empty):
+    from keras_mre import data
+
+    from .conftest import CLASSES
+    from .conftest import DIMS
+    from .conftest import MAX_LENGTHS
+    from .conftest import tiny_clips
+
+    clips = {s: [] if s == empty else tiny_clips(s) for s in ("train", "valid", "test")}
+    return data.write_dataset(path, clips, feature_dims=DIMS, class_names=CLASSES,
+                              max_lengths=MAX_LENGTHS, name="holes", progress=False)
+
+
+@pytest.mark.xfail(reason="H11: an empty train split ends in a StopIteration traceback", strict=True)
+def test_train_on_an_empty_train_split(cli, tmp_path):
+    write_with_an_empty_split(tmp_path / "data", "train")
+    status, _, err = cli("train", "--data", tmp_path / "data", "--out", tmp_path / "run",
+                         "--config", config_file(tmp_path), *TRAIN)
+    assert_one_line_error(status, err, r"data.*split 'train'")
+    assert not (tmp_path / "run").exists()
+
+
+@pytest.mark.xfail(reason="H12: the error for an empty split names neither data set nor split", strict=True)
+def test_evaluate_an_empty_split(cli, tiny_run, tmp_path):
+    write_with_an_empty_split(tmp_path / "data", "test")
+    status, _, err = cli("evaluate", "--run", tiny_run, "--data", tmp_path / "data")
+    assert_one_line_error(status, err, r"data.*split 'test' holds no clips")
