@@ -97,6 +97,12 @@ def read_manifest(path):
     if not header:
         raise DataError(f"manifest {path} is empty (expected a header line)")
     missing = [c for c in REQUIRED_COLUMNS if c not in header]
+    separator = next((c for c in ";\t|" if len(header) == 1 and c in header[0]), None)
+    if missing and separator:
+        raise DataError(
+            f"manifest {path} separates its columns with {separator!r}; "
+            "expected a comma-separated CSV file"
+        )
     if missing:
         raise DataError(
             f"manifest {path} lacks the column(s) {missing}; expected id, split, "

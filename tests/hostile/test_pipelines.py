@@ -7,6 +7,7 @@ user's collection always contains.
 
 import csv
 import os
+import re
 
 import numpy as np
 import pytest
@@ -113,3 +114,24 @@ def test_extract_fails_on_a_zero_byte_clip_and_writes_nothing(cli, tmp_path):
     assert_one_line_error(status, err, r"'b'", r"empty.wav")
     assert not (tmp_path / "out").exists()
     assert not [n for n in os.listdir(tmp_path) if n.startswith(".out.")]
+
+
+@pytest.mark.parametrize("separator", [";", "\t"])
+def test_manifest_with_another_separator(tmp_path, separator):
+    from keras_mre_pipelines.manifest import read_manifest
+
+    manifest = tmp_path / "clips.csv"
+    manifest.write_text(separator.join(["id", "split", "audio", "label"]) + "\n"
+                        + separator.join(["a", "train", "a.wav", "happy"]) + "\n")
+    expected = re.escape(f"separates its columns with {separator!r}; expected a comma-separated CSV file")
+    with pytest.raises(DataError, match=r"manifest .*clips.csv " + expected):
+        read_manifest(manifest)
+
+
+def test_manifest_saved_with_a_byte_order_mark(tmp_path):
+    from keras_mre_pipelines.manifest import read_manifest
+
+    manifest = tmp_path / "clips.csv"
+    manifest.write_bytes("id,split,audio,label\r\na,train,a.wav,happy\r\n".encode("utf-8-sig"))
+    rows, modalities = read_manifest(manifest)
+    assert modalities == ["audio"] and [r.id for r in rows] == ["a"]
