@@ -92,6 +92,7 @@ def test_tampered_config_naming_os_system_runs_nothing(run_copy, tmp_path):
     assert not marker.exists()
 
 
+@pytest.mark.filterwarnings("ignore:Skipping nested container")
 def test_tampered_hidden_dim_does_not_load_wrong_weights(run_copy):
     def wider(config):
         config["config"]["config"]["hidden_dim"] = 16
