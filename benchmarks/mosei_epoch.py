@@ -1,0 +1,98 @@
+"""End-to-end MOSEI-sized training epoch: TFRecords -> load_dataset -> MRE.
+
+    python benchmarks/mosei_epoch.py                         # 16,326 train clips
+    python benchmarks/mosei_epoch.py --train-clips 4000      # smaller, extrapolated
+
+Writes a simulated data set of CMU-MOSEI shapes (relevance simulator, mosei
+preset: text 50x768, audio up to 500x74, vision up to 500x35) once to
+`--data-dir`, then times one training epoch of a model (default MRE, batch
+64) read through `keras_mre.data.load_dataset`, after a short warm-up fit
+that traces the training step. Reports seconds per epoch, clips/s, the
+epoch time extrapolated to 16,326 clips, and the process' peak RSS.
+"""
+
+import argparse
+import datetime
+import os
+import pathlib
+import resource
+import sys
+import time
+
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "benchmarks"))
+MOSEI_TRAIN_CLIPS = 16326
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--data-dir", default=str(pathlib.Path.home() / ".cache" / "keras-mre-bench" / "sim-mosei"))
+    parser.add_argument("--train-clips", type=int, default=MOSEI_TRAIN_CLIPS)
+    parser.add_argument("--model", default="mre")
+    parser.add_argument("--batch-size", type=int, default=64)
+    parser.add_argument("--output", default=str(ROOT / "benchmarks" / "results" / "mosei_epoch.md"))
+    args = parser.parse_args(argv)
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+    import model_speed
+    from keras_mre_pipelines import synth
+
+    import keras_mre
+    from keras_mre import data
+
+    path = pathlib.Path(args.data_dir)
+    write_seconds = None
+    existing = None
+    if (path / "dataset.json").exists():
+        existing = data.load_info(path).splits.get("train")
+    if existing != args.train_clips:
+        start = time.perf_counter()
+        synth.synthesize(
+            path,
+            preset="mosei",
+            seed=0,
+            num_clips={"train": args.train_clips, "valid": 1, "test": 1},
+            overwrite=True,
+        )
+        write_seconds = time.perf_counter() - start
+    info = data.load_info(path)
+    size = sum(f.stat().st_size for f in path.rglob("*") if f.is_file())
+    model = keras_mre.build_model(
+        args.model,
+        feature_dims=dict(info.feature_dims),
+        num_classes=len(info.class_names),
+        batch_size=args.batch_size,
+    )
+    train = data.load_dataset(path, "train", batch_size=args.batch_size, seed=0)
+    start = time.perf_counter()
+    model.fit(train.take(3), epochs=1, verbose=0)
+    warmup = time.perf_counter() - start
+    start = time.perf_counter()
+    model.fit(train, epochs=1, verbose=1)
+    epoch = time.perf_counter() - start
+    clips = info.splits["train"]
+    rss_gb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024 / 1024
+    lines = [
+        "# End-to-end MOSEI-sized epoch",
+        "",
+        f"- Date: {datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M} UTC",
+        f"- Machine: {model_speed.machine()}",
+        f"- Versions: {model_speed.versions()}",
+        f"- Command: `{' '.join(['python'] + sys.argv)}`",
+        f"- Data: simulator mosei preset, {clips} train clips, {size / 1e9:.2f} GB on disk"
+        + (f", written in {write_seconds:.0f} s" if write_seconds else " (written earlier)"),
+        f"- Model: {args.model}, batch {args.batch_size}, read through `load_dataset`",
+        "",
+        f"- Warm-up (trace + 3 steps): {warmup:.1f} s",
+        f"- One epoch of {clips} clips: {epoch:.1f} s ({clips / epoch:.0f} clips/s)",
+        f"- Extrapolated to {MOSEI_TRAIN_CLIPS} clips: {epoch * MOSEI_TRAIN_CLIPS / clips:.1f} s "
+        "(target <= 25 s)",
+        f"- Peak RSS of the process: {rss_gb:.2f} GB (target <= 2 GB)",
+    ]
+    text = "\n".join(lines) + "\n"
+    pathlib.Path(args.output).write_text(text)
+    print(text)
+
+
+if __name__ == "__main__":
+    main()
