@@ -1,0 +1,115 @@
+"""Latency of an exported MRE model: in-process SavedModel call vs gRPC.
+
+Trains a small MRE run on simulated SDME-shaped data (or uses `--run`),
+exports it, and times `serving_default` called directly on the loaded
+SavedModel and through `keras_mre.serving.PredictionClient` against an
+in-process `LocalPredictionServer` (gRPC over 127.0.0.1), for batch sizes 1
+and 32. Writes `benchmarks/results/serving_latency.md`.
+
+    python benchmarks/serving_latency.py [--run RUN] [--repeats 50]
+"""
+
+import argparse
+import datetime
+import os
+import platform
+import sys
+import tempfile
+import time
+
+import numpy as np
+
+RESULT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results", "serving_latency.md")
+
+
+def _features(info, batch, rng):
+    features = {}
+    for m in info.modalities:
+        frames = info.max_lengths[m]
+        features[m] = rng.normal(size=(batch, frames, info.feature_dims[m])).astype(np.float32)
+        features[f"{m}_length"] = np.full(batch, frames, np.int32)
+    return features
+
+
+def _time(fn, repeats):
+    fn()  # warm-up
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        times.append(1000 * (time.perf_counter() - start))
+    return np.percentile(times, 50), np.percentile(times, 95)
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--run", default=None, help="existing run directory (default: train one)")
+    parser.add_argument("--repeats", type=int, default=50)
+    args = parser.parse_args()
+
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    import tensorflow as tf
+
+    from keras_mre import data
+    from keras_mre import export
+    from keras_mre import serving
+    from keras_mre import training
+    from keras_mre_pipelines import synth
+
+    work = tempfile.mkdtemp(prefix="serving-latency-")
+    run_dir = args.run
+    if run_dir is None:
+        data_dir = os.path.join(work, "data")
+        synth.synthesize(data_dir, preset="sdme", num_clips=300, seed=0, progress=False)
+        run_dir = os.path.join(work, "run")
+        training.train(data_dir, run_dir, epochs=1, histogram_freq=0, verbose=0)
+    run = training.load_run(run_dir)
+    info = data.load_info(run.data_dir)
+    version_dir = export.export_saved_model(run_dir, os.path.join(work, "export"), verbose=False)
+    signature = export.load_exported(version_dir)
+    rng = np.random.default_rng(0)
+
+    rows = []
+    with serving.LocalPredictionServer(os.path.dirname(version_dir), "mre") as server:
+        with serving.PredictionClient(server.target, "mre", timeout=60) as client:
+            for batch in (1, 32):
+                features = _features(info, batch, rng)
+                tensors = {k: tf.constant(v) for k, v in features.items()}
+                direct = _time(lambda: signature(**tensors), args.repeats)
+                remote = _time(lambda: client.predict(features), args.repeats)
+                request_kb = sum(v.nbytes for v in features.values()) / 1024
+                rows.append((batch, request_kb, direct, remote))
+                print(f"batch {batch}: in-process p50 {direct[0]:.1f} ms, gRPC p50 {remote[0]:.1f} ms")
+
+    load = os.getloadavg()[0]
+    lines = [
+        "# Serving latency of an exported MRE model",
+        "",
+        f"- Date: {datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M} UTC",
+        f"- Machine: {platform.machine()}, {os.cpu_count()} logical CPUs, {platform.platform()}; "
+        f"load average (1 min) at the end {load:.1f} (shared machine)",
+        f"- Versions: Python {platform.python_version()}, TensorFlow {tf.__version__}",
+        f"- Command: `python benchmarks/serving_latency.py{' --run ' + args.run if args.run else ''}"
+        f" --repeats {args.repeats}`",
+        f"- Model: MRE, {info.name} shapes (text {info.max_lengths['text']}x{info.feature_dims['text']}, "
+        + ", ".join(f"{m} {info.max_lengths[m]}x{info.feature_dims[m]}" for m in info.modalities
+                    if m != "text")
+        + "), every clip at its maximum length",
+        f"- {args.repeats} timed calls after one warm-up; gRPC = `PredictionClient.predict` "
+        "(validation, proto conversion, 127.0.0.1 round trip, server-side SavedModel call)",
+        "",
+        "| batch | request (KB) | in-process p50 (ms) | in-process p95 (ms) | gRPC p50 (ms) | gRPC p95 (ms) |",
+        "|---:|---:|---:|---:|---:|---:|",
+    ]
+    for batch, kb, direct, remote in rows:
+        lines.append(f"| {batch} | {kb:.0f} | {direct[0]:.1f} | {direct[1]:.1f} | "
+                     f"{remote[0]:.1f} | {remote[1]:.1f} |")
+    os.makedirs(os.path.dirname(RESULT), exist_ok=True)
+    with open(RESULT, "w", encoding="utf-8") as f:
+        f.write("\n".join(lines) + "\n")
+    print(f"written {RESULT}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
