@@ -130,3 +130,24 @@ def test_time_axis_of_zero_frames_in_every_modality():
     model = models.build_model("mre", feature_dims=DIMS, num_classes=3, hidden_dim=8, compile=False)
     out = model(features(batch=2, frames=0))
     assert np.isfinite(out["emotion"].numpy()).all()
+
+
+def test_run_config_with_a_bad_model_config(run_copy):
+    path = os.path.join(run_copy, "config.json")
+    with open(path) as f:
+        record = json.load(f)
+    record["model_config"]["hidden_dim"] = "x"
+    with open(path, "w") as f:
+        json.dump(record, f)
+    with pytest.raises(RunError, match=r"run/config.json: invalid model_config: hidden_dim='x': expected int, got str"):
+        training.load_run(run_copy)
+
+
+def test_truncated_run_config(run_copy):
+    path = os.path.join(run_copy, "config.json")
+    with open(path) as f:
+        text = f.read()
+    with open(path, "w") as f:
+        f.write(text[: len(text) // 2])
+    with pytest.raises(RunError, match=r"run/config.json: unreadable run config: "):
+        training.load_run(run_copy)
