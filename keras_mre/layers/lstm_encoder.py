@@ -7,18 +7,17 @@ from keras_mre.errors import ConfigError
 
 
 class _ProjectedLSTMCell(keras.layers.Layer):
-    """LSTM step on pre-projected gates, also picking each clip's last state.
+    """LSTM step on pre-projected gates.
 
-    Step input: `[batch, 4 * units + 1]`, the gates' input part `x_t W + b`
-    (order input, forget, output, candidate) and a last column that is 1 at
-    the clip's last valid step. States: `h`, `c` and `picked`, the sum of
-    `h_t` weighted by that column, i.e. the state after the last valid step.
+    Step input: `[batch, 4 * units]`, the gates' input part `x_t W + b`
+    (order input, forget, output, candidate). States: `h` and `c`; the step
+    output is `h`.
     """
 
     def __init__(self, units, **kwargs):
         super().__init__(**kwargs)
         self.units = units
-        self.state_size = [units, units, units]
+        self.state_size = [units, units]
         self.output_size = units
 
     def build(self, input_shape):
@@ -29,15 +28,15 @@ class _ProjectedLSTMCell(keras.layers.Layer):
         )
 
     def call(self, inputs, states, training=None):
-        h, c, picked = states
-        units = self.units
-        z = inputs[:, : 4 * units] + ops.matmul(h, self.recurrent_kernel)
-        gates = ops.sigmoid(z[:, : 3 * units])
-        candidate = ops.tanh(z[:, 3 * units :])
-        c = gates[:, units : 2 * units] * c + gates[:, :units] * candidate
-        h = gates[:, 2 * units :] * ops.tanh(c)
-        picked = picked + inputs[:, 4 * units :] * h
-        return picked, [h, c, picked]
+        h, c = states
+        split = 3 * self.units
+        z = inputs + ops.matmul(h, self.recurrent_kernel)
+        input_gate, forget_gate, output_gate = ops.split(
+            ops.sigmoid(z[:, :split]), 3, axis=-1
+        )
+        c = forget_gate * c + input_gate * ops.tanh(z[:, split:])
+        h = output_gate * ops.tanh(c)
+        return h, [h, c]
 
     def get_config(self):
         config = super().get_config()
@@ -50,16 +49,19 @@ class LSTMEncoder(keras.layers.Layer):
     """A single-layer LSTM returning the state after each clip's last valid step.
 
     The text encoder of the paper (section 3.1). The input projection of all
-    four gates, `x_t W + b`, is computed for every time step at once as one
-    2-D matrix product `[batch * time, features] x [features, 4 * units]`
-    (most of an LSTM's work at BERT widths); only the recurrent product
-    `h_{t-1} U` runs step by step, in Keras' RNN loop.
+    four gates, `x_t W + b`, is computed for the valid steps of every clip at
+    once as one 2-D matrix product `[valid steps, features] x [features,
+    4 * units]` (most of an LSTM's work at BERT widths); padding steps are
+    neither projected nor differentiated. Only the recurrent product
+    `h_{t-1} U` runs step by step, in Keras' RNN loop, and only for the
+    first `max(lengths)` steps of the batch.
 
-    The state after step `length - 1` is picked up inside the loop, so steps
-    after a clip's end never affect the output: padding changes nothing
-    without any per-step masking, and a clip with zero valid steps returns
-    the zero vector. (The LSTM is causal, so running over padding afterwards
-    is harmless.) A time axis of 0 steps is allowed and also gives zeros.
+    Each clip's output is its hidden state after step `length - 1`, picked
+    from the loop's outputs, so steps after a clip's end never affect it:
+    padding changes nothing without any per-step masking, and a clip with
+    zero valid steps returns the zero vector. (The LSTM is causal, so
+    running over padding afterwards is harmless.) A time axis of 0 steps is
+    allowed and also gives zeros.
 
     Gates (order input, forget, output, candidate; forget-gate bias
     initialised to 1):
@@ -89,7 +91,9 @@ class LSTMEncoder(keras.layers.Layer):
         self.units = units
         self.dropout = dropout
         self.cell = _ProjectedLSTMCell(units, name="cell", dtype=self.dtype_policy)
-        self.rnn = keras.layers.RNN(self.cell, name="rnn", dtype=self.dtype_policy)
+        self.rnn = keras.layers.RNN(
+            self.cell, return_sequences=True, name="rnn", dtype=self.dtype_policy
+        )
         self.dropout_layer = keras.layers.Dropout(dropout, name="dropout")
 
     def build(self, inputs_shape, lengths_shape=None):
@@ -110,26 +114,41 @@ class LSTMEncoder(keras.layers.Layer):
         self.bias = self.add_weight(
             name="bias", shape=(4 * units,), initializer=bias_initializer
         )
-        self.rnn.build((None, None, 4 * units + 1))
+        self.rnn.build((None, None, 4 * units))
 
     def call(self, inputs, lengths=None, training=None):
         units = self.units
         batch = ops.shape(inputs)[0]
         steps = ops.shape(inputs)[1]
+        features = inputs.shape[-1]
         if lengths is None:
             lengths = ops.full((batch,), steps, dtype="int32")
         lengths = ops.minimum(ops.cast(lengths, "int32"), steps)
-        # One 2-D product for every step (a 3-D x 2-D product would run as a
-        # broadcast batch product, whose kernel gradient is far slower).
-        gates = ops.matmul(ops.reshape(inputs, (-1, inputs.shape[-1])), self.kernel)
-        gates = ops.reshape(gates + self.bias, (batch, steps, 4 * units))
-        last = ops.arange(steps, dtype="int32")[None, :] == lengths[:, None] - 1
-        gates = ops.concatenate([gates, ops.cast(last, gates.dtype)[:, :, None]], -1)
-        # A time axis of 0 steps gets one all-zero step (never picked), so
-        # the loop always runs and the output is the zero vector.
-        empty = ops.cast(ops.equal(steps, 0), "int32")
-        gates = ops.pad(gates, [[0, 0], [0, empty], [0, 0]])
-        return self.dropout_layer(self.rnn(gates), training=training)
+        positions = ops.arange(steps, dtype="int32")[None, :]
+        # The valid steps of all clips, projected in one 2-D product (a 3-D
+        # x 2-D product would run as a broadcast batch product, whose kernel
+        # gradient is far slower) and put back in place; padding steps get
+        # zero gates, which no output ever reads.
+        valid = ops.reshape(positions < lengths[:, None], (-1,))
+        (rows,) = ops.nonzero(valid)
+        projected = ops.matmul(
+            ops.take(ops.reshape(inputs, (-1, features)), rows, axis=0), self.kernel
+        )
+        gates = ops.scatter(
+            rows[:, None], projected + self.bias, (batch * steps, 4 * units)
+        )
+        gates = ops.reshape(gates, (batch, steps, 4 * units))
+        # The loop runs over the first max(lengths) steps only, and over at
+        # least one step (all-zero gates, never picked when there is no
+        # valid step), so the output is always defined.
+        longest = ops.max(ops.concatenate([lengths, ops.zeros((1,), "int32")]))
+        run = ops.maximum(longest, 1)
+        gates = ops.pad(gates, [[0, 0], [0, run - ops.minimum(steps, run)], [0, 0]])
+        outputs = self.rnn(gates[:, :run])
+        last = ops.arange(run, dtype="int32")[None, :] == lengths[:, None] - 1
+        last = ops.cast(last, outputs.dtype)
+        picked = ops.sum(outputs * last[:, :, None], axis=1)
+        return self.dropout_layer(picked, training=training)
 
     def compute_output_shape(self, inputs_shape, lengths_shape=None):
         return (inputs_shape[0], self.units)
