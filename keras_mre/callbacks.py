@@ -51,6 +51,10 @@ class RunState(keras.callbacks.Callback):
             `wait` / `best` / `best_epoch` counters are restored.
         write_files: False on non-chief workers of a multi-worker run: keep
             the state in memory only.
+
+    Attributes:
+        non_finite: `(epoch, batch, loss)` when a training loss was NaN or
+            infinite (training is then stopped and that epoch not recorded).
     """
 
     def __init__(
@@ -77,6 +81,8 @@ class RunState(keras.callbacks.Callback):
         self.best = None
         self.best_epoch = None
         self.resumed_from_epoch = 0
+        self.non_finite = None
+        self._epoch = 0
 
     def backup_epoch(self):
         """Epoch recorded by BackupAndRestore (0 when there is no backup)."""
@@ -121,7 +127,19 @@ class RunState(keras.callbacks.Callback):
             return True
         return value > self.best if self.mode == "max" else value < self.best
 
+    def on_epoch_begin(self, epoch, logs=None):
+        self._epoch = epoch
+
+    def on_train_batch_end(self, batch, logs=None):
+        loss = (logs or {}).get("loss")
+        if loss is not None and not np.isfinite(_to_float(loss)):
+            # Stop before a NaN or infinite loss reaches the weights on disk.
+            self.non_finite = (self._epoch, batch, _to_float(loss))
+            self.model.stop_training = True
+
     def on_epoch_end(self, epoch, logs=None):
+        if self.non_finite is not None:
+            return
         logs = logs or {}
         for key, value in logs.items():
             self.history.setdefault(key, []).append(_to_float(value))

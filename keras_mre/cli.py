@@ -381,6 +381,30 @@ def _expected_errors():
     return tuple(errors)
 
 
+def _import_tensorflow_quietly():
+    """Import TensorFlow with its native start-up lines kept off stderr.
+
+    TensorFlow's C++ runtime prints absl and CUDA probing lines while it is
+    imported and while it looks for GPUs, before any log level applies. They
+    go to the null device here so that an error is the only line a failing
+    command prints (`--debug` skips this).
+    """
+    if "tensorflow" in sys.modules:
+        return
+    saved = os.dup(2)
+    null = os.open(os.devnull, os.O_WRONLY)
+    try:
+        sys.stderr.flush()
+        os.dup2(null, 2)
+        import tensorflow as tf
+
+        tf.config.list_physical_devices("GPU")
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+        os.close(null)
+
+
 def main(argv=None):
     """Entry point of `keras-mre`; returns the exit status."""
     argv = list(sys.argv[1:] if argv is None else argv)
@@ -393,6 +417,8 @@ def main(argv=None):
         parser.print_help()
         return 2
     try:
+        if not args.debug:
+            _import_tensorflow_quietly()
         return int(args.handler(args) or 0)
     except KeyboardInterrupt:
         print(f"{PROG}: interrupted", file=sys.stderr)

@@ -70,7 +70,8 @@ def validate_features(features, spec):
     Raises:
         ServingError: a missing or unexpected input, a value that cannot be
             represented in the expected dtype, a wrong rank, a wrong fixed
-            dim, or inputs with different batch sizes.
+            dim, inputs with different batch sizes, NaN or infinite frames,
+            or a `<m>_length` outside `0..frames` of `<m>`.
     """
     if not isinstance(features, dict):
         raise ServingError(f"features must be a dict of arrays, got {type(features).__name__}")
@@ -122,7 +123,18 @@ def validate_features(features, spec):
                 raise ServingError(
                     f"input {name!r} has batch size {value.shape[0]} but {batch[0]!r} has {batch[1]}"
                 )
+        if kind == "f" and value.size and not np.all(np.isfinite(value)):
+            raise ServingError(f"input {name!r}: holds NaN or infinite values")
         arrays[name] = value
+    for name, value in arrays.items():
+        frames_name = name[: -len("_length")] if name.endswith("_length") else None
+        if frames_name in arrays and arrays[frames_name].ndim >= 2 and value.size:
+            frames = arrays[frames_name].shape[1]
+            if value.min() < 0 or value.max() > frames:
+                raise ServingError(
+                    f"input {name!r}: lengths must lie in 0..{frames} (the frames sent in "
+                    f"{frames_name!r}), got {value.min()}..{value.max()}"
+                )
     return arrays
 
 

@@ -379,10 +379,20 @@ class Run:
                 "(rerun `keras-mre train` with the same --out to resume it)"
             )
         try:
-            return keras.saving.load_model(self.model_path, compile=compile)
+            model = keras.saving.load_model(self.model_path, compile=compile)
         except (OSError, ValueError, TypeError) as error:
             message = str(error).splitlines()[0] if str(error) else type(error).__name__
             raise RunError(f"{self.model_path}: cannot load the model: {message}") from None
+        config = getattr(model, "config", None)
+        if not isinstance(model, models.EmotionModel) or config is None:
+            raise RunError(
+                f"{self.model_path}: holds a {type(model).__name__}, not a keras-mre model"
+            )
+        if config.to_dict() != self.model_config.to_dict():
+            raise RunError(
+                f"{self.model_path}: the model's config differs from {CONFIG_FILE} of the run"
+            )
+        return model
 
 
 def load_run(run_dir):
@@ -628,6 +638,8 @@ def train(
     val_split = _validation_split(info, validation_split)
     if "train" not in info.splits:
         raise DataError(f"{data_dir}: no 'train' split (splits: {sorted(info.splits)})")
+    if info.splits["train"] == 0:
+        raise DataError(f"{data_dir}: split 'train' holds 0 clips; nothing to train on")
 
     # The strategy first: multi-worker setup must precede every TF op.
     dist, tf_config = make_strategy(strategy, cluster_timeout=cluster_timeout)
@@ -779,6 +791,13 @@ def train(
             f"{error.message.splitlines()[0]}"
         ) from None
 
+    if state.non_finite is not None:
+        epoch, batch, value = state.non_finite
+        raise RunError(
+            f"{run_dir}: the training loss became {value} at epoch {epoch + 1}, batch {batch + 1}; "
+            "training stopped and no model.keras was written (lower the learning rate or "
+            "check the data for extreme values)"
+        )
     history = state.history
     best_epoch = state.best_epoch
     best_path = os.path.join(work_dir, BEST_WEIGHTS)

@@ -174,6 +174,9 @@ def test_grpc_client_converts_compatible_dtypes(server):
         (lambda f: f.update(vision=np.array([["a"]])), r"input 'vision': expected float32, got <U1"),
         (lambda f: f.update(vision_length=np.array([1, 2], np.int32)), r"batch size 2 but 'audio' has 3"),
         (lambda f: f.update(audio_length=np.array([2**40, 1, 1])), r"input 'audio_length': values out of the int32 range"),
+        (lambda f: f.update(text_length=np.array([8, 1, 1], np.int32)), r"input 'text_length': lengths must lie in 0..7"),
+        (lambda f: f.update(vision_length=np.array([-1, 1, 1], np.int32)), r"input 'vision_length': lengths must lie in 0..4"),
+        (lambda f: f["audio"].__setitem__((0, 0, 0), np.nan), r"input 'audio': holds NaN or infinite values"),
     ],
 )
 def test_client_validation_errors(server, change, message):

@@ -185,3 +185,13 @@ def test_chief_selection():
     assert training.is_chief(worker0)
     chief = {"cluster": {"chief": ["c:1"], "worker": ["a:1"]}, "task": {"type": "worker", "index": 0}}
     assert not training.is_chief(chief)
+
+
+def test_empty_train_split_is_refused(tmp_path):
+    from .conftest import write_small_dataset
+
+    data_dir = str(tmp_path / "empty")
+    write_small_dataset(data_dir, num_clips=0, splits=("train", "test"))
+    with pytest.raises(DataError, match="split 'train' holds 0 clips; nothing to train on"):
+        training.train(data_dir, str(tmp_path / "run"), verbose=0)
+    assert not (tmp_path / "run").exists()
