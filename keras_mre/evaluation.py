@@ -620,7 +620,7 @@ def evaluate_run(run_dir, data_dir=None, split="test", *, batch_size=None, verbo
     modalities = list(run.model_config.feature_dims)
     dataset = data_lib.load_dataset(data_dir, split, batch_size, shuffle=False)
     if info.splits.get(split, 0) == 0:
-        raise DataError(f"{data_dir}: split {split!r} holds 0 clips; nothing to evaluate")
+        raise DataError(f"{data_dir}: split {split!r} holds no clips; nothing to evaluate")
     predictions = predict_dataset(model, dataset, modalities)
     class_means = None
     if predictions.scores is not None and predictions.predicted_scores is None:

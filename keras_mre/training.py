@@ -639,7 +639,7 @@ def train(
     if "train" not in info.splits:
         raise DataError(f"{data_dir}: no 'train' split (splits: {sorted(info.splits)})")
     if info.splits["train"] == 0:
-        raise DataError(f"{data_dir}: split 'train' holds 0 clips; nothing to train on")
+        raise DataError(f"{data_dir}: split 'train' holds no clips; nothing to train on")
 
     # The strategy first: multi-worker setup must precede every TF op.
     dist, tf_config = make_strategy(strategy, cluster_timeout=cluster_timeout)
@@ -793,6 +793,7 @@ def train(
 
     if state.non_finite is not None:
         epoch, batch, value = state.non_finite
+        value = "NaN" if value != value else "infinite"
         raise RunError(
             f"{run_dir}: the training loss became {value} at epoch {epoch + 1}, batch {batch + 1}; "
             "training stopped and no model.keras was written (lower the learning rate or "

@@ -192,6 +192,24 @@ def test_empty_train_split_is_refused(tmp_path):
 
     data_dir = str(tmp_path / "empty")
     write_small_dataset(data_dir, num_clips=0, splits=("train", "test"))
-    with pytest.raises(DataError, match="split 'train' holds 0 clips; nothing to train on"):
+    with pytest.raises(DataError, match="split 'train' holds no clips; nothing to train on"):
         training.train(data_dir, str(tmp_path / "run"), verbose=0)
     assert not (tmp_path / "run").exists()
+
+
+def test_non_finite_loss_stops_without_a_model(tmp_path):
+    from keras_mre import data
+
+    dims = {"text": 4, "audio": 3}
+    clips = {split: [data.Clip(id=f"{split}{i}", label=i % 2,
+                               features={m: np.full((2, d), 3e38) for m, d in dims.items()})
+                     for i in range(8)]
+             for split in ("train", "valid")}
+    data_dir = str(tmp_path / "huge")
+    data.write_dataset(data_dir, clips, feature_dims=dims, class_names=["a", "b"],
+                       max_lengths={m: 2 for m in dims}, name="huge", progress=False)
+    run_dir = str(tmp_path / "run")
+    with pytest.raises(RunError, match=r"run: the training loss became (NaN|infinite) at epoch 1, batch 1"):
+        training.train(data_dir, run_dir, epochs=2, batch_size=4, config={"hidden_dim": 8},
+                       histogram_freq=0, verbose=0)
+    assert not os.path.exists(os.path.join(run_dir, "model.keras"))
