@@ -1,0 +1,241 @@
+"""Where an MRE training step spends its time on MOSEI shapes, against LMF.
+
+    python benchmarks/mre_step_profile.py
+    python benchmarks/mre_step_profile.py --batch-sizes 32 64 --rounds 7 --epoch-clips 2048
+
+Part 1 times the compiled training step (`train_on_batch` on one in-memory
+random batch of MOSEI shapes: text 50x768, audio 500x74, vision 500x35,
+zero-padded with random lengths) of MRE, of MRE compiled with XLA
+(`jit_compile=True`), of MRE without its text LSTM
+(`sequence_modalities=[]`, i.e. everything else of the step) and of our LMF.
+Models are built once and timed in alternating rounds in one process; each
+round runs `--steps` steps per model and the median over rounds is reported,
+because the machine is shared and single rounds vary a lot.
+
+Part 2 splits the text `LSTMEncoder` (forward and gradient, inside
+`tf.function`) into its input projection and its step-by-step recurrence.
+
+Part 3 (unless `--epoch-clips 0`) writes a simulated mosei-preset data set
+of that many training clips and times one MRE epoch read through
+`keras_mre.data.load_dataset` at batch 64, extrapolated linearly to
+MOSEI's 16,326 training clips.
+
+Results are printed and written as Markdown to `--output`.
+"""
+
+import argparse
+import datetime
+import os
+import pathlib
+import resource
+import statistics
+import sys
+import tempfile
+import time
+
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "benchmarks"))
+MOSEI_TRAIN_CLIPS = 16326
+
+
+def build(name, jit_compile=False, **overrides):
+    import keras
+
+    import keras_mre
+    from model_speed import MOSEI_FEATURE_DIMS
+
+    model = keras_mre.build_model(
+        name,
+        feature_dims=MOSEI_FEATURE_DIMS,
+        num_classes=2,
+        compile=False,
+        seed=0,
+        **overrides,
+    )
+    model.compile(optimizer=keras.optimizers.Adam(1e-3), jit_compile=jit_compile)
+    return model
+
+
+def alternate(functions, rounds, steps, progress):
+    """Median ms per call of each function, timed in alternating rounds."""
+    times = {name: [] for name in functions}
+    for _ in progress(range(rounds), desc="rounds"):
+        for name, function in functions.items():
+            start = time.perf_counter()
+            for _ in range(steps):
+                function()
+            times[name].append((time.perf_counter() - start) / steps * 1000)
+    return {name: statistics.median(values) for name, values in times.items()}
+
+
+def step_times(batch_size, rounds, steps, progress):
+    """Median training-step ms of the Part 1 variants at `batch_size`."""
+    import tensorflow as tf
+
+    from model_speed import random_mosei_batch
+
+    features, labels = random_mosei_batch(batch_size)
+    x = {k: tf.constant(v) for k, v in features.items()}
+    y = {k: tf.constant(v) for k, v in labels.items()}
+    models = {
+        "mre": build("mre"),
+        "mre, jit_compile=True": build("mre", jit_compile=True),
+        "mre without text LSTM": build("mre", sequence_modalities=[]),
+        "lmf": build("lmf"),
+    }
+    functions = {}
+    for name, model in models.items():
+        for _ in range(2):
+            model.train_on_batch(x, y)
+        functions[name] = lambda model=model: model.train_on_batch(x, y)
+    return alternate(functions, rounds, steps, progress)
+
+
+def encoder_times(batch_size, rounds, steps, progress):
+    """Median ms of the text encoder's parts, forward and gradient."""
+    import numpy as np
+    import tensorflow as tf
+
+    from keras_mre.layers import LSTMEncoder
+    from model_speed import random_mosei_batch
+
+    features, _ = random_mosei_batch(batch_size)
+    frames = tf.constant(features["text"])
+    lengths = tf.constant(features["text_length"])
+    layer = LSTMEncoder(128)
+    layer(frames, lengths)
+    valid = tf.sequence_mask(lengths, frames.shape[1])
+    rows = tf.boolean_mask(frames, valid)
+    gates = tf.constant(
+        np.random.default_rng(0).normal(
+            scale=0.1, size=(batch_size, int(tf.reduce_max(lengths)), 512)
+        ).astype("float32")
+    )
+
+    def with_gradient(loss_fn):
+        @tf.function
+        def run():
+            with tf.GradientTape() as tape:
+                loss = loss_fn()
+            return tape.gradient(loss, layer.trainable_weights)
+
+        return run
+
+    functions = {
+        "whole LSTMEncoder": with_gradient(
+            lambda: tf.reduce_sum(layer(frames, lengths) ** 2)
+        ),
+        "input projection of valid steps": with_gradient(
+            lambda: tf.reduce_sum(tf.matmul(rows, layer.kernel) ** 2)
+        ),
+        "recurrence over max(lengths) steps": with_gradient(
+            lambda: tf.reduce_sum(layer.rnn(gates) ** 2)
+        ),
+    }
+    for function in functions.values():
+        function()
+    valid_fraction = float(tf.reduce_mean(tf.cast(valid, "float32")))
+    return alternate(functions, rounds, steps, progress), valid_fraction
+
+
+def epoch_time(clips, batch_size, workdir):
+    """Seconds of one MRE epoch over `clips` simulated mosei-preset clips."""
+    import keras_mre
+    from keras_mre import data
+    from keras_mre_pipelines import synth
+
+    path = pathlib.Path(workdir) / "mosei"
+    synth.synthesize(
+        path,
+        preset="mosei",
+        seed=0,
+        num_clips={"train": clips, "valid": 1, "test": 1},
+        overwrite=True,
+    )
+    info = data.load_info(path)
+    model = keras_mre.build_model(
+        "mre",
+        feature_dims=dict(info.feature_dims),
+        num_classes=len(info.class_names),
+        batch_size=batch_size,
+    )
+    train = data.load_dataset(path, "train", batch_size=batch_size, seed=0)
+    model.fit(train.take(3), epochs=1, verbose=0)
+    start = time.perf_counter()
+    model.fit(train, epochs=1, verbose=1)
+    return time.perf_counter() - start
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--batch-sizes", type=int, nargs="+", default=[32, 64])
+    parser.add_argument("--rounds", type=int, default=7)
+    parser.add_argument("--steps", type=int, default=5, help="steps per model per round")
+    parser.add_argument("--epoch-clips", type=int, default=2048,
+                        help="simulated clips for Part 3 (0 skips it)")
+    parser.add_argument("--output", default=str(ROOT / "benchmarks" / "results" / "mre_step_profile.md"))
+    args = parser.parse_args(argv)
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    from tqdm import tqdm
+
+    import model_speed
+
+    load_before = os.getloadavg()
+    lines = [
+        "# MRE training step profile on MOSEI shapes",
+        "",
+        f"- Date: {datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M} UTC",
+        f"- Machine: {model_speed.machine()}",
+        f"- Versions: {model_speed.versions()}",
+        f"- Command: `{' '.join(['python'] + sys.argv)}`",
+        f"- Load average (1/5/15 min) at start: {' / '.join(f'{v:.2f}' for v in load_before)}",
+        f"- Timing: models built once, {args.rounds} alternating rounds of "
+        f"{args.steps} steps each, median over rounds.",
+        "",
+        "## Part 1: training step (`train_on_batch`, one in-memory batch)",
+        "",
+        "| batch | variant | ms per step | samples/s | x our LMF step |",
+        "|---|---|---|---|---|",
+    ]
+    for batch_size in args.batch_sizes:
+        times = step_times(batch_size, args.rounds, args.steps, tqdm)
+        for name, ms in times.items():
+            lines.append(
+                f"| {batch_size} | {name} | {ms:.1f} | {batch_size / ms * 1000:.0f} | "
+                f"{ms / times['lmf']:.2f} |"
+            )
+    encoder, valid_fraction = encoder_times(64, args.rounds, args.steps, tqdm)
+    lines += [
+        "",
+        "## Part 2: text LSTMEncoder, forward and gradient, batch 64",
+        "",
+        f"Valid text steps in the batch: {valid_fraction:.0%} of 64 x 50.",
+        "",
+        "| part | ms |",
+        "|---|---|",
+    ]
+    lines += [f"| {name} | {ms:.1f} |" for name, ms in encoder.items()]
+    if args.epoch_clips:
+        with tempfile.TemporaryDirectory() as workdir:
+            seconds = epoch_time(args.epoch_clips, 64, workdir)
+        lines += [
+            "",
+            "## Part 3: one MRE epoch through `load_dataset`, batch 64",
+            "",
+            f"{args.epoch_clips} simulated mosei-preset clips: {seconds:.1f} s "
+            f"({args.epoch_clips / seconds:.0f} clips/s); extrapolated linearly to "
+            f"{MOSEI_TRAIN_CLIPS:,} clips: {seconds * MOSEI_TRAIN_CLIPS / args.epoch_clips:.1f} s. "
+            f"Peak RSS of the whole process: "
+            f"{resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024 / 1024:.2f} GB.",
+        ]
+    load_after = os.getloadavg()
+    lines.insert(
+        7, f"- Load average (1/5/15 min) at end: {' / '.join(f'{v:.2f}' for v in load_after)}"
+    )
+    text = "\n".join(lines) + "\n"
+    print(text)
+    pathlib.Path(args.output).write_text(text)
+
+
+if __name__ == "__main__":
+    main()
