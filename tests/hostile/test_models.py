@@ -50,12 +50,24 @@ def rewrite_keras_file(path, change):
             archive.writestr(name, blob)
 
 
-@pytest.mark.xfail(reason="H2: a .keras file of another model is loaded and crashes export", strict=True)
-def test_keras_file_of_another_model_is_refused(run_copy):
+def test_keras_file_of_another_model_is_refused(run_copy, cli, tmp_path):
+    from .conftest import assert_one_line_error
+
     path = os.path.join(run_copy, "model.keras")
     other = keras.Sequential([keras.Input((3,)), keras.layers.Dense(2)])
     other.save(path)
-    with pytest.raises(RunError, match=r"model.keras"):
+    with pytest.raises(RunError, match=r"run/model.keras: holds a Sequential, not a keras-mre model"):
+        training.load_run(run_copy).load_model()
+    status, _, err = cli("export", "--run", run_copy, "--out", tmp_path / "export")
+    assert_one_line_error(status, err, r"run/model.keras: holds a Sequential, not a keras-mre model")
+    assert not os.path.exists(tmp_path / "export" / "mre" / "1")
+
+
+def test_keras_file_of_another_mre_model_is_refused(run_copy):
+    path = os.path.join(run_copy, "model.keras")
+    other = models.build_model("mre", feature_dims=DIMS, num_classes=3, hidden_dim=4, compile=False)
+    other.save(path)
+    with pytest.raises(RunError, match=r"run/model.keras: the model's config differs from config.json of the run"):
         training.load_run(run_copy).load_model()
 
 
