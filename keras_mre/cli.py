@@ -17,6 +17,7 @@ status 2; `--debug` shows the traceback instead.
 import argparse
 import importlib
 import os
+import re
 import sys
 import time
 
@@ -370,6 +371,9 @@ def _first_command(argv):
 
 def _one_line(error):
     text = " ".join(str(error).split())
+    # TensorFlow wraps op errors in its function and op names; keep the message.
+    text = re.sub(r"\{\{function_node [^}]*\}\}\s*", "", text)
+    text = re.sub(r"\s*\[Op:[^\]]*\](\s*name:\s*\S*)?", "", text).strip()
     return text or type(error).__name__
 
 

@@ -621,7 +621,8 @@ def evaluate_run(run_dir, data_dir=None, split="test", *, batch_size=None, verbo
     dataset = data_lib.load_dataset(data_dir, split, batch_size, shuffle=False)
     if info.splits.get(split, 0) == 0:
         raise DataError(f"{data_dir}: split {split!r} holds no clips; nothing to evaluate")
-    predictions = predict_dataset(model, dataset, modalities)
+    with data_lib.explain_read_errors(data_dir, [split]):
+        predictions = predict_dataset(model, dataset, modalities)
     class_means = None
     if predictions.scores is not None and predictions.predicted_scores is None:
         class_means = _train_class_means(data_dir, info, info.num_classes, batch_size)

@@ -728,7 +728,8 @@ def train(
 
     with dist.scope():
         net = models.build_model(model_config, compile=True)
-        sample = next(iter(train_ds))
+        with data_lib.explain_read_errors(data_dir, ["train"]):
+            sample = next(iter(train_ds))
         net(sample[0], training=False)
     if tf_config is not None:
         _build_before_multi_worker_fit(net, sample, dist)
@@ -771,15 +772,16 @@ def train(
         print(f"Resuming {run_dir} from its backup after epoch {resumed} of {epochs}.")
     fit_verbose = verbose if chief else 0
     try:
-        net.fit(
-            train_ds,
-            validation_data=val_ds,
-            epochs=epochs,
-            steps_per_epoch=steps_per_epoch,
-            callbacks=fit_callbacks,
-            verbose=fit_verbose,
-            shuffle=False,
-        )
+        with data_lib.explain_read_errors(data_dir, ["train", val_split]):
+            net.fit(
+                train_ds,
+                validation_data=val_ds,
+                epochs=epochs,
+                steps_per_epoch=steps_per_epoch,
+                callbacks=fit_callbacks,
+                verbose=fit_verbose,
+                shuffle=False,
+            )
     except tf.errors.UnavailableError as error:
         raise ClusterTimeoutError(
             f"a worker of the multi-worker cluster stopped answering: {error.message.splitlines()[0]}; "

@@ -8,6 +8,7 @@ train = data.load_dataset("data/sdme", "train", batch_size=64, seed=0)
 """
 
 from keras_mre.data import schema
+from keras_mre.data.diagnose import explain_read_errors
 from keras_mre.data.info import FORMAT_VERSION
 from keras_mre.data.info import INFO_FILENAME
 from keras_mre.data.info import DatasetInfo
@@ -24,6 +25,7 @@ __all__ = [
     "Clip",
     "DatasetInfo",
     "clips_from_arrays",
+    "explain_read_errors",
     "load_dataset",
     "load_info",
     "schema",

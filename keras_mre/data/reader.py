@@ -418,6 +418,11 @@ def verify_dataset(path, splits=None, *, chunk_size=256, progress=False):
             if chunk:
                 _check_records(info, shard, index - len(chunk), chunk)
                 bar.update(len(chunk))
+            if index == 0:
+                raise DataError(
+                    f"{shard}: holds no records (every shard listed in dataset.json "
+                    "holds at least one clip)"
+                )
             total += index
         bar.close()
         if total != info.splits[split]:
