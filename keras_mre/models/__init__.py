@@ -103,3 +103,8 @@ def load_model(path, compile=True):
         raise RunError(f"{path}: model file not found")
     available_models()
     return keras.saving.load_model(path, compile=compile)
+
+
+# Import every model module now, so that `keras.saving.load_model` knows the
+# classes of any saved keras-mre model as soon as `keras_mre.models` is loaded.
+available_models()
