@@ -101,7 +101,7 @@ def test_shard_path_outside_the_data_set(data_copy, tmp_path):
 def test_empty_shard_is_named(data_copy):
     shard = os.path.join(data_copy, "train-00001-of-00002.tfrecord")
     open(shard, "w").close()
-    with pytest.raises(DataError, match=r"split 'train' has 8 records in its shards, dataset.json says 16"):
+    with pytest.raises(DataError, match=r"data/train-00001-of-00002.tfrecord: holds no records \(every shard listed in dataset.json holds at least one clip\)"):
         data.load_dataset(data_copy, "train", verify=True)
 
 
