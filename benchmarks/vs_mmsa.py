@@ -66,12 +66,32 @@ def make_batch(batch_size, seed):
     return batch
 
 
+class _StepTimer:
+    """Times training steps; subclasses set `self.cache = {}` and define
+    `_build(model_name, batch_size)` returning a one-step callable."""
+
+    def time(self, model_name, batch_size, seconds, warmup):
+        key = (model_name, batch_size)
+        if key not in self.cache:
+            self.cache[key] = self._build(model_name, batch_size)
+        step = self.cache[key]
+        for _ in range(warmup):
+            step()
+        steps, start = 0, time.perf_counter()
+        while True:
+            step()
+            steps += 1
+            elapsed = time.perf_counter() - start
+            if elapsed >= seconds and steps >= 2:
+                return steps, elapsed
+
+
 # --------------------------------------------------------------------------
 # MMSA worker (runs inside the MMSA venv; imports torch and MMSA only)
 # --------------------------------------------------------------------------
 
 
-class _MMSARunner:
+class _MMSARunner(_StepTimer):
     def __init__(self, threads):
         import torch
 
@@ -168,20 +188,6 @@ class _MMSARunner:
 
         return step
 
-    def time(self, model_name, batch_size, seconds, warmup):
-        key = (model_name, batch_size)
-        if key not in self.cache:
-            self.cache[key] = self._build(model_name, batch_size)
-        step = self.cache[key]
-        for _ in range(warmup):
-            step()
-        steps, start = 0, time.perf_counter()
-        while True:
-            step()
-            steps += 1
-            elapsed = time.perf_counter() - start
-            if elapsed >= seconds and steps >= 2:
-                return steps, elapsed
 
 
 def _versions_mmsa():
@@ -201,7 +207,7 @@ def _versions_mmsa():
 # --------------------------------------------------------------------------
 
 
-class _KerasRunner:
+class _KerasRunner(_StepTimer):
     def __init__(self, threads):
         os.environ.setdefault("KERAS_BACKEND", "tensorflow")
         os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
@@ -234,20 +240,6 @@ class _KerasRunner:
 
         return step
 
-    def time(self, model_name, batch_size, seconds, warmup):
-        key = (model_name, batch_size)
-        if key not in self.cache:
-            self.cache[key] = self._build(model_name, batch_size)
-        step = self.cache[key]
-        for _ in range(warmup):
-            step()
-        steps, start = 0, time.perf_counter()
-        while True:
-            step()
-            steps += 1
-            elapsed = time.perf_counter() - start
-            if elapsed >= seconds and steps >= 2:
-                return steps, elapsed
 
 
 def _versions_keras():
