@@ -1,6 +1,10 @@
-"""Fixtures for pipeline tests: tiny MMSA-layout pickles in every flavour."""
+"""Fixtures for pipeline tests: tiny MMSA-layout pickles in every flavour,
+and the real-media test assets of `tests/assets.py`."""
 
+import importlib.util
+import pathlib
 import pickle
+import sys
 import types
 
 import numpy as np
@@ -77,3 +81,21 @@ def mmsa_pickle(tmp_path):
 def mmsa_layouts():
     """The flavour table, the split sizes and the `make_mmsa` factory."""
     return types.SimpleNamespace(flavours=FLAVOURS, split_sizes=SPLIT_SIZES, make=make_mmsa)
+
+
+@pytest.fixture(scope="session")
+def test_assets():
+    """The `tests/assets.py` module (loaded by path: `tests/` is no package).
+
+    `test_assets.fetch()` gives the cached real media, `test_assets.speak()`
+    speech from espeak-ng.
+    """
+    name = "keras_mre_test_assets"
+    if name not in sys.modules:
+        spec = importlib.util.spec_from_file_location(
+            name, pathlib.Path(__file__).parents[1] / "assets.py"
+        )
+        module = importlib.util.module_from_spec(spec)
+        sys.modules[name] = module
+        spec.loader.exec_module(module)
+    return sys.modules[name]

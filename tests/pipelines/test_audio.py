@@ -1,8 +1,5 @@
 """Audio features: the 33-d librosa recipe and every bad file."""
 
-import importlib.util
-import pathlib
-import sys
 
 import librosa
 import numpy as np
@@ -15,17 +12,6 @@ from keras_mre_pipelines.audio import AudioFeatureExtractor
 
 SR = 22050
 
-
-def _speak(text, path):
-    name = "keras_mre_test_assets"
-    if name not in sys.modules:
-        spec = importlib.util.spec_from_file_location(
-            name, pathlib.Path(__file__).parents[1] / "assets.py"
-        )
-        module = importlib.util.module_from_spec(spec)
-        sys.modules[name] = module
-        spec.loader.exec_module(module)
-    return sys.modules[name].speak(text, path)
 
 
 def _tone(frequency, seconds, sr=SR, amplitude=0.5):
@@ -140,8 +126,8 @@ def test_shorter_than_one_frame(tmp_path):
 
 
 @pytest.mark.extract
-def test_real_speech_from_espeak(tmp_path):
-    path = _speak("The quick brown fox jumps over the lazy dog.", tmp_path / "fox.wav")
+def test_real_speech_from_espeak(tmp_path, test_assets):
+    path = test_assets.speak("The quick brown fox jumps over the lazy dog.", tmp_path / "fox.wav")
     seconds = soundfile.info(path).duration
     features = AudioFeatureExtractor()(path)
     assert abs(features.shape[0] - seconds * SR / 512) <= 2

