@@ -125,6 +125,19 @@ class ModelConfig:
         if value <= 0:
             raise ConfigError(f"{name}={value!r}: expected a positive integer")
 
+    def _check_non_negative(self, *names):
+        for name in names:
+            value = getattr(self, name)
+            if value < 0:
+                raise ConfigError(f"{name}={value!r}: expected a number >= 0")
+
+    def _check_divides(self, name, width_name):
+        value, width = getattr(self, name), getattr(self, width_name)
+        if width % value:
+            raise ConfigError(
+                f"{name}={value!r}: must divide {width_name}={width}"
+            )
+
     def _check_rate(self, name):
         value = getattr(self, name)
         if not 0.0 <= value < 1.0:
@@ -299,16 +312,8 @@ class MREConfig(ModelConfig):
         self._check_positive_int("rank")
         self._check_positive_int("dnn_layers")
         self._check_positive_int("attention_heads")
-        if self.hidden_dim % self.attention_heads:
-            raise ConfigError(
-                f"attention_heads={self.attention_heads!r}: must divide "
-                f"hidden_dim={self.hidden_dim}"
-            )
-        for name in ("ce_weight", "rs_weight", "cnce_weight"):
-            if getattr(self, name) < 0:
-                raise ConfigError(
-                    f"{name}={getattr(self, name)!r}: expected a number >= 0"
-                )
+        self._check_divides("attention_heads", "hidden_dim")
+        self._check_non_negative("ce_weight", "rs_weight", "cnce_weight")
         if self.temperature <= 0:
             raise ConfigError(
                 f"temperature={self.temperature!r}: expected a positive number"

@@ -52,16 +52,8 @@ class MISAConfig(ModelConfig):
         self._check_positive_int("max_steps")
         self._check_positive_int("fusion_heads")
         self._check_positive_int("cmd_moments")
-        if self.hidden_dim % self.fusion_heads:
-            raise ConfigError(
-                f"fusion_heads={self.fusion_heads!r}: must divide "
-                f"hidden_dim={self.hidden_dim}"
-            )
-        for name in ("diff_weight", "sim_weight", "recon_weight"):
-            if getattr(self, name) < 0:
-                raise ConfigError(
-                    f"{name}={getattr(self, name)!r}: expected a number >= 0"
-                )
+        self._check_divides("fusion_heads", "hidden_dim")
+        self._check_non_negative("diff_weight", "sim_weight", "recon_weight")
         if not all(isinstance(m, str) for m in self.utterance_modalities):
             raise ConfigError(
                 f"utterance_modalities={self.utterance_modalities!r}: expected "

@@ -8,7 +8,6 @@ from keras import ops
 
 from keras_mre.config import ModelConfig
 from keras_mre.data import schema
-from keras_mre.errors import ConfigError
 from keras_mre.layers.crossmodal_transformer import CrossmodalTransformer
 from keras_mre.models.emotion_model import EmotionModel
 from keras_mre.models.registry import register_model
@@ -44,11 +43,7 @@ class MulTConfig(ModelConfig):
                      "conv_kernel_size"):
             self._check_positive_int(name)
         self._check_rate("attention_dropout")
-        if self.model_dim % self.num_heads:
-            raise ConfigError(
-                f"num_heads={self.num_heads!r}: must divide "
-                f"model_dim={self.model_dim}"
-            )
+        self._check_divides("num_heads", "model_dim")
 
 
 def _last_valid(sequence, lengths):
