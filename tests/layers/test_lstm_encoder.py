@@ -143,3 +143,119 @@ def test_config_and_keras_file_round_trip(tmp_path):
 def test_bad_units_raise():
     with pytest.raises(ConfigError, match="units=-2"):
         LSTMEncoder(-2)
+
+
+def test_bad_implementation_raises():
+    with pytest.raises(ConfigError, match="implementation='cudnn'.*auto"):
+        LSTMEncoder(3, implementation="cudnn")
+
+
+def twin_layers(frames, **kwargs):
+    """Generic and XLA encoders with the same weights."""
+    generic = LSTMEncoder(3, implementation="generic", **kwargs)
+    xla = LSTMEncoder(3, implementation="xla", **kwargs)
+    generic.build(frames.shape)
+    xla.build(frames.shape)
+    xla.set_weights(generic.get_weights())
+    return generic, xla
+
+
+def values_and_gradients(layer, frames, lengths, training):
+    frames = tf.constant(frames)
+    with tf.GradientTape() as tape:
+        tape.watch(frames)
+        out = layer(frames, lengths, training=training)
+        # A non-uniform upstream gradient, so every output unit matters.
+        loss = tf.reduce_sum(out * tf.range(1.0, 4.0)) + tf.reduce_sum(out**2)
+    grads = tape.gradient(loss, [frames] + layer.trainable_weights)
+    return [out] + grads
+
+
+@pytest.mark.parametrize(
+    "lengths",
+    [[6, 2, 0, 4], [3, 1, 0, 2], [0, 0, 0, 0], [9, 6, 6, 6]],
+    ids=["mixed", "shorter-than-time-axis", "all-empty", "over-long"],
+)
+def test_xla_kernel_matches_generic_values_and_gradients(lengths):
+    frames, _ = make_inputs()
+    lengths = np.array(lengths, "int32")
+    generic, xla = twin_layers(frames)
+    expected = values_and_gradients(generic, frames, lengths, training=True)
+    got = values_and_gradients(xla, frames, lengths, training=True)
+    assert len(got) == 5  # output; gradients of frames, kernel, bias, recurrent kernel
+    for name, e, g in zip(["output", "frames", "kernel", "bias", "recurrent"], expected, got):
+        np.testing.assert_allclose(np.asarray(g), np.asarray(e), atol=1e-5, err_msg=name)
+    clipped = np.minimum(lengths, frames.shape[1])
+    np.testing.assert_allclose(
+        np.asarray(got[0]), numpy_reference(generic, frames, clipped), atol=1e-5
+    )
+    if lengths.max() > 0:
+        # the kernel and the gradients are not trivially zero
+        assert float(tf.reduce_max(tf.abs(got[4]))) > 0
+
+
+def test_xla_kernel_gradient_matches_finite_differences():
+    frames, lengths = make_inputs(seed=3)
+    layer = LSTMEncoder(3, implementation="xla")
+    layer.build(frames.shape)
+    recurrent = layer.cell.recurrent_kernel
+    grad = values_and_gradients(layer, frames, lengths, training=True)[4]
+
+    def loss_at(value):
+        recurrent.assign(value)
+        out = np.asarray(layer(frames, lengths, training=True), "float64")
+        return float((out * np.arange(1.0, 4.0)).sum() + (out**2).sum())
+
+    base = np.asarray(recurrent).copy()
+    eps = 1e-2
+    for index in [(0, 0), (1, 4), (2, 7), (0, 11)]:  # one entry per gate
+        plus, minus = base.copy(), base.copy()
+        plus[index] += eps
+        minus[index] -= eps
+        numeric = (loss_at(plus) - loss_at(minus)) / (2 * eps)
+        np.testing.assert_allclose(float(grad[index]), numeric, rtol=2e-2, atol=1e-4)
+    recurrent.assign(base)
+
+
+def test_auto_uses_xla_only_in_training(monkeypatch):
+    from keras_mre.layers import _lstm_xla_kernel
+
+    calls = []
+    real = _lstm_xla_kernel.lstm_last_state
+
+    def spy(*args):
+        calls.append(1)
+        return real(*args)
+
+    monkeypatch.setattr(_lstm_xla_kernel, "lstm_last_state", spy)
+    frames, lengths = make_inputs()
+    layer = LSTMEncoder(3)
+    inference = np.asarray(layer(frames, lengths))
+    assert calls == []
+    training = np.asarray(layer(frames, lengths, training=True))
+    assert calls == [1]
+    np.testing.assert_allclose(training, inference, atol=1e-5)
+
+
+def test_xla_time_axis_of_zero_steps_gives_zeros():
+    layer = LSTMEncoder(3, implementation="xla")
+    out = layer(np.zeros((2, 0, 5), "float32"), np.zeros(2, "int32"), training=True)
+    np.testing.assert_array_equal(np.asarray(out), np.zeros((2, 3)))
+
+
+def test_xla_kernel_trains_inside_fit():
+    rng = np.random.default_rng(0)
+    frames = rng.normal(size=(64, 7, 5)).astype("float32")
+    lengths = rng.integers(1, 8, size=64).astype("int32")
+    target = (frames[np.arange(64), lengths - 1, 0] > 0).astype("int32")
+    frames_in = keras.Input((7, 5))
+    lengths_in = keras.Input((), dtype="int32")
+    state = LSTMEncoder(8, implementation="xla")(frames_in, lengths_in)
+    model = keras.Model([frames_in, lengths_in], keras.layers.Dense(2)(state))
+    model.compile(
+        keras.optimizers.Adam(0.05),
+        keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+        metrics=["accuracy"],
+    )
+    history = model.fit([frames, lengths], target, batch_size=16, epochs=15, verbose=0)
+    assert history.history["accuracy"][-1] > 0.9
