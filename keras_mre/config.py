@@ -25,6 +25,8 @@ from keras_mre.data.schema import length_key
 from keras_mre.errors import ConfigError
 
 DEFAULT_FEATURE_DIMS = {"text": 768, "audio": 33, "vision": 35}
+# Choices of `LSTMEncoder(implementation=...)` and of `lstm_implementation`.
+LSTM_IMPLEMENTATIONS = ("auto", "xla", "generic")
 
 
 def _type_name(value):
@@ -137,6 +139,11 @@ class ModelConfig:
             raise ConfigError(
                 f"{name}={value!r}: must divide {width_name}={width}"
             )
+
+    def _check_choice(self, name, choices):
+        value = getattr(self, name)
+        if value not in choices:
+            raise ConfigError(f"{name}={value!r}: expected one of {choices}")
 
     def _check_rate(self, name):
         value = getattr(self, name)
@@ -284,6 +291,9 @@ class MREConfig(ModelConfig):
         use_rs_loss, use_cnce_loss: the Table 5 ablation switches.
         relevance_gradient: whether the relevance weights H receive gradient
             through the `(1 + H)` factor of eq 5 (see RelevantSemanticLoss).
+        lstm_implementation: `LSTMEncoder` implementation, `"auto"` (XLA
+            kernel in training on TensorFlow, generic otherwise), `"xla"` or
+            `"generic"`.
     """
 
     MODEL_NAME: ClassVar[str] = "mre"
@@ -301,6 +311,7 @@ class MREConfig(ModelConfig):
     use_rs_loss: bool = True
     use_cnce_loss: bool = True
     relevance_gradient: bool = False
+    lstm_implementation: str = "auto"
 
     def __post_init__(self):
         if isinstance(self.sequence_modalities, tuple):
@@ -314,6 +325,7 @@ class MREConfig(ModelConfig):
         self._check_positive_int("attention_heads")
         self._check_divides("attention_heads", "hidden_dim")
         self._check_non_negative("ce_weight", "rs_weight", "cnce_weight")
+        self._check_choice("lstm_implementation", LSTM_IMPLEMENTATIONS)
         if self.temperature <= 0:
             raise ConfigError(
                 f"temperature={self.temperature!r}: expected a positive number"

@@ -3,9 +3,8 @@
 import keras
 from keras import ops
 
+from keras_mre.config import LSTM_IMPLEMENTATIONS as IMPLEMENTATIONS
 from keras_mre.errors import ConfigError
-
-IMPLEMENTATIONS = ("auto", "xla", "generic")
 
 
 class _ProjectedLSTMCell(keras.layers.Layer):

@@ -25,7 +25,10 @@ def encode_modalities(config, inputs, units):
     for modality in config.modalities:
         if modality in config.sequence_modalities:
             encoder = LSTMEncoder(
-                units, dropout=config.dropout, name=f"{modality}_encoder"
+                units,
+                dropout=config.dropout,
+                implementation=config.lstm_implementation,
+                name=f"{modality}_encoder",
             )
         else:
             encoder = MaskedMeanDNNEncoder(
@@ -41,9 +44,12 @@ def encode_modalities(config, inputs, units):
 
 
 def check_sequence_modalities(config):
-    """Raises ConfigError unless `sequence_modalities` holds modality names."""
+    """Raises ConfigError unless `sequence_modalities` holds modality names
+    and `lstm_implementation` is a known `LSTMEncoder` implementation."""
+    from keras_mre.config import LSTM_IMPLEMENTATIONS
     from keras_mre.errors import ConfigError
 
+    config._check_choice("lstm_implementation", LSTM_IMPLEMENTATIONS)
     if not all(isinstance(m, str) for m in config.sequence_modalities):
         raise ConfigError(
             f"sequence_modalities={config.sequence_modalities!r}: expected "
@@ -59,6 +65,7 @@ class LMFConfig(ModelConfig):
         rank: rank R of the low-rank fusion factors (Liu et al.: 4 on MOSEI).
         dnn_layers: depth of the frame-mean DNN encoders.
         sequence_modalities: modalities encoded by an LSTM (default text).
+        lstm_implementation: `LSTMEncoder` implementation (see `MREConfig`).
     """
 
     MODEL_NAME: ClassVar[str] = "lmf"
@@ -68,6 +75,7 @@ class LMFConfig(ModelConfig):
     sequence_modalities: list[str] = dataclasses.field(
         default_factory=lambda: ["text"]
     )
+    lstm_implementation: str = "auto"
 
     def validate(self):
         super().validate()

@@ -53,7 +53,12 @@ class MREModel(EmotionModel):
         encoded = []
         for modality in config.modalities:
             if modality in config.sequence_modalities:
-                encoder = LSTMEncoder(d, dropout=config.dropout, name=f"{modality}_encoder")
+                encoder = LSTMEncoder(
+                    d,
+                    dropout=config.dropout,
+                    implementation=config.lstm_implementation,
+                    name=f"{modality}_encoder",
+                )
             else:
                 encoder = MaskedMeanDNNEncoder(
                     d,

@@ -26,6 +26,7 @@ class TFNConfig(ModelConfig):
         post_fusion_dim: width of the two hidden layers after fusion.
         dnn_layers: depth of the frame-mean DNN encoders.
         sequence_modalities: modalities encoded by an LSTM (default text).
+        lstm_implementation: `LSTMEncoder` implementation (see `MREConfig`).
     """
 
     MODEL_NAME: ClassVar[str] = "tfn"
@@ -36,6 +37,7 @@ class TFNConfig(ModelConfig):
     sequence_modalities: list[str] = dataclasses.field(
         default_factory=lambda: ["text"]
     )
+    lstm_implementation: str = "auto"
 
     def validate(self):
         super().validate()

@@ -89,6 +89,9 @@ def test_config_round_trip_and_bad_values():
         assert type(config).from_dict(config.to_dict()) == config
     with pytest.raises(ConfigError, match="rank=0"):
         build_model("lmf", rank=0)
+    for name in ("lmf", "tfn"):
+        with pytest.raises(ConfigError, match="lstm_implementation='fast'"):
+            build_model(name, lstm_implementation="fast")
     with pytest.raises(ConfigError, match="num_heads=4: must divide model_dim=30"):
         build_model("mult", num_heads=4)
     with pytest.raises(ConfigError, match="fusion_dim=200"):

@@ -63,6 +63,7 @@ def test_replace_validates():
         ({"learning_rate": 0.0}, "learning_rate=0.0"),
         ({"temperature": 0.0}, "temperature=0.0"),
         ({"rs_weight": -1.0}, "rs_weight=-1.0"),
+        ({"lstm_implementation": "cudnn"}, "lstm_implementation='cudnn': expected one of"),
         ({"feature_dims": {"text": 768}}, "at least 2 modalities"),
         ({"feature_dims": {"text": 768, "audio": 0}}, r"feature_dims\['audio'\]=0"),
         ({"feature_dims": {"text": 768, "audio": 3.5}}, r"feature_dims\['audio'\]=3.5"),
