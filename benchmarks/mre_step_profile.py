@@ -5,7 +5,9 @@
 
 Part 1 times the compiled training step (`train_on_batch` on one in-memory
 random batch of MOSEI shapes: text 50x768, audio 500x74, vision 500x35,
-zero-padded with random lengths) of MRE, of MRE compiled with XLA
+zero-padded with random lengths) of MRE (default: the text LSTM's XLA
+kernel), of MRE with the generic `keras.ops` LSTM
+(`lstm_implementation="generic"`), of MRE compiled whole with XLA
 (`jit_compile=True`), of MRE without its text LSTM
 (`sequence_modalities=[]`, i.e. everything else of the step) and of our LMF.
 Models are built once and timed in alternating rounds in one process; each
@@ -13,7 +15,8 @@ round runs `--steps` steps per model and the median over rounds is reported,
 because the machine is shared and single rounds vary a lot.
 
 Part 2 splits the text `LSTMEncoder` (forward and gradient, inside
-`tf.function`) into its input projection and its step-by-step recurrence.
+`tf.function`, training mode) into its input projection and its
+step-by-step recurrence, for both implementations.
 
 Part 3 (unless `--epoch-clips 0`) writes a simulated mosei-preset data set
 of that many training clips and times one MRE epoch read through
@@ -79,6 +82,7 @@ def step_times(batch_size, rounds, steps, progress):
     y = {k: tf.constant(v) for k, v in labels.items()}
     models = {
         "mre": build("mre"),
+        "mre, generic LSTM": build("mre", lstm_implementation="generic"),
         "mre, jit_compile=True": build("mre", jit_compile=True),
         "mre without text LSTM": build("mre", sequence_modalities=[]),
         "lmf": build("lmf"),
@@ -97,13 +101,17 @@ def encoder_times(batch_size, rounds, steps, progress):
     import tensorflow as tf
 
     from keras_mre.layers import LSTMEncoder
+    from keras_mre.layers._lstm_xla_kernel import lstm_last_state
     from model_speed import random_mosei_batch
 
     features, _ = random_mosei_batch(batch_size)
     frames = tf.constant(features["text"])
     lengths = tf.constant(features["text_length"])
-    layer = LSTMEncoder(128)
+    layer = LSTMEncoder(128, implementation="generic")
     layer(frames, lengths)
+    xla_layer = LSTMEncoder(128, implementation="xla")
+    xla_layer(frames, lengths)
+    xla_layer.set_weights(layer.get_weights())
     valid = tf.sequence_mask(lengths, frames.shape[1])
     rows = tf.boolean_mask(frames, valid)
     gates = tf.constant(
@@ -112,24 +120,37 @@ def encoder_times(batch_size, rounds, steps, progress):
         ).astype("float32")
     )
 
-    def with_gradient(loss_fn):
+    def with_gradient(loss_fn, weights):
         @tf.function
         def run():
             with tf.GradientTape() as tape:
                 loss = loss_fn()
-            return tape.gradient(loss, layer.trainable_weights)
+            return tape.gradient(loss, weights)
 
         return run
 
+    all_valid = tf.fill([batch_size], tf.shape(gates)[1])
     functions = {
-        "whole LSTMEncoder": with_gradient(
-            lambda: tf.reduce_sum(layer(frames, lengths) ** 2)
+        "whole LSTMEncoder, generic": with_gradient(
+            lambda: tf.reduce_sum(layer(frames, lengths, training=True) ** 2),
+            layer.trainable_weights,
+        ),
+        "whole LSTMEncoder, xla": with_gradient(
+            lambda: tf.reduce_sum(xla_layer(frames, lengths, training=True) ** 2),
+            xla_layer.trainable_weights,
         ),
         "input projection of valid steps": with_gradient(
-            lambda: tf.reduce_sum(tf.matmul(rows, layer.kernel) ** 2)
+            lambda: tf.reduce_sum(tf.matmul(rows, layer.kernel) ** 2), [layer.kernel]
         ),
-        "recurrence over max(lengths) steps": with_gradient(
-            lambda: tf.reduce_sum(layer.rnn(gates) ** 2)
+        "recurrence over max(lengths) steps, generic": with_gradient(
+            lambda: tf.reduce_sum(layer.rnn(gates)[:, -1] ** 2),
+            [layer.cell.recurrent_kernel],
+        ),
+        "recurrence over max(lengths) steps, xla": with_gradient(
+            lambda: tf.reduce_sum(
+                lstm_last_state(gates, xla_layer.cell.recurrent_kernel, all_valid) ** 2
+            ),
+            [xla_layer.cell.recurrent_kernel],
         ),
     }
     for function in functions.values():
@@ -207,7 +228,7 @@ def main(argv=None):
     encoder, valid_fraction = encoder_times(64, args.rounds, args.steps, tqdm)
     lines += [
         "",
-        "## Part 2: text LSTMEncoder, forward and gradient, batch 64",
+        "## Part 2: text LSTMEncoder, forward and gradient (training mode), batch 64",
         "",
         f"Valid text steps in the batch: {valid_fraction:.0%} of 64 x 50.",
         "",
