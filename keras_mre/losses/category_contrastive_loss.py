@@ -13,12 +13,20 @@ class CategoryContrastiveLoss(keras.losses.Loss):
 
     For modalities `s1 != s2` and samples `i`, `j` of the batch,
     `Phi(i, j) = u_i . v_j` is the cosine similarity of sample `i`'s `s1`
-    embedding and sample `j`'s `s2` embedding, each normalised as
-    `x / sqrt(|x|^2 + epsilon)`. The small `epsilon` keeps the similarity
-    and its gradient bounded for an all-zero embedding (e.g. a modality with
-    no valid frame), which then has similarity 0 to everything; for
-    embeddings of usual length it is the plain cosine. Eq 6 gives the
-    row-softmax probability
+    embedding and sample `j`'s `s2` embedding, each normalised exactly as
+    `x / |x|`. An embedding whose squared norm is at most `epsilon` (e.g. an
+    all-zero one: a modality with no valid frame) counts as the zero vector:
+    similarity 0 to everything and a zero gradient (no NaN).
+    The normalisation has no other constant in it on purpose: `Phi` must
+    not depend on an embedding's length. MRE feeds `S^ = H (.) bag`, and a
+    softened norm such as `x / sqrt(|x|^2 + c)` shrinks the vectors of
+    modalities with small relevance `H` towards 0, which turns their rows
+    of eq 6 uniform (loss `log N`, below that of a misaligned embedding).
+    L_cnce could then be lowered by pushing `H` of a modality to 0 instead
+    of aligning embeddings, a shortcut through the relevance weights that
+    collapses them onto one modality. With the exact cosine the loss and
+    its gradient are invariant to `H > 0`. Eq 6 gives the row-softmax
+    probability
 
         P_ij(s1, s2) = exp(Phi(i, j) / tau) / sum_k exp(Phi(i, k) / tau).
 
@@ -48,19 +56,21 @@ class CategoryContrastiveLoss(keras.losses.Loss):
     Inputs (packing):
         y_true: class ids `[batch]` or `[batch, 1]`.
         y_pred: embeddings `[batch, M, d]` with `M >= 2` (MRE passes its
-            relevance-weighted embeddings S^ of eq 4; cosine similarity makes
-            the loss independent of the weights' scale).
+            relevance-weighted embeddings S^ of eq 4; the exact cosine makes
+            the loss independent of the weights' scale, so it sends no
+            gradient to H).
 
     Args:
         temperature: `tau` of eq 6, positive.
-        epsilon: the normalisation constant above, positive.
+        epsilon: squared norm at or below which an embedding counts as the
+            zero vector (above), positive; default 1e-12.
         reduction, name, dtype: as for `keras.losses.Loss`.
     """
 
     def __init__(
         self,
         temperature=0.1,
-        epsilon=1e-2,
+        epsilon=1e-12,
         reduction="sum_over_batch_size",
         name="category_contrastive_loss",
         dtype=None,
@@ -82,8 +92,7 @@ class CategoryContrastiveLoss(keras.losses.Loss):
                 "expected embeddings [batch, M, d] with M >= 2"
             )
         labels = ops.reshape(ops.cast(y_true, y_pred.dtype), (-1,))
-        squared = ops.sum(ops.square(y_pred), axis=-1, keepdims=True)
-        embeddings = y_pred * ops.rsqrt(squared + self.epsilon)
+        embeddings = self._normalize(y_pred)
 
         all_embeddings = distribute.all_gather(embeddings)
         all_labels = distribute.all_gather(labels)
@@ -114,6 +123,14 @@ class CategoryContrastiveLoss(keras.losses.Loss):
                         - negative_scale * ops.sum(negative * log_not_p, axis=-1)
                     )
         return per_sample
+
+    def _normalize(self, x):
+        """`x / |x|` along the last axis; 0 where `|x|^2 <= epsilon`."""
+        squared = ops.sum(ops.square(x), axis=-1, keepdims=True)
+        # The maximum keeps the unused branch finite, so `where` gives the
+        # zero vector a zero gradient rather than NaN.
+        unit = x * ops.rsqrt(ops.maximum(squared, self.epsilon))
+        return ops.where(squared > self.epsilon, unit, ops.zeros_like(x))
 
     def get_config(self):
         config = super().get_config()

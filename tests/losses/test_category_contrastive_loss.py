@@ -7,10 +7,14 @@ from keras_mre.errors import ConfigError
 from keras_mre.losses import CategoryContrastiveLoss
 
 
-def numpy_eq7(labels, embeddings, tau, epsilon=1e-2):
-    """Eq 6-7 written pair by pair, as a scalar for the batch."""
+def numpy_eq7(labels, embeddings, tau, epsilon=1e-12):
+    """Eq 6-7 written pair by pair, as a scalar for the batch.
+
+    Phi is the cosine similarity; a (near) zero embedding has Phi = 0.
+    """
     x = embeddings.astype("float64")
-    x = x / np.sqrt((x**2).sum(-1, keepdims=True) + epsilon)
+    norms = np.sqrt((x**2).sum(-1, keepdims=True))
+    x = np.where(norms**2 > epsilon, x / np.maximum(norms, 1e-300), 0.0)
     n, modalities, _ = x.shape
     total = 0.0
     for s1 in range(modalities):
@@ -77,6 +81,36 @@ def test_gradients_finite_and_bounded_for_zero_embeddings():
     assert np.isfinite(grad).all()
     assert np.abs(grad).max() < 100
     assert np.abs(grad).sum() > 0
+
+
+def test_zero_embedding_has_similarity_zero():
+    labels, embeddings = case()
+    embeddings[2, 1] = 0.0
+    np.testing.assert_allclose(
+        float(CategoryContrastiveLoss()(labels, embeddings)),
+        numpy_eq7(labels, embeddings, 0.1),
+        rtol=1e-5,
+    )
+
+
+@pytest.mark.parametrize("scale_low", [1e-3, 0.05, 0.5])
+def test_invariant_to_embedding_scale_and_no_gradient_to_it(scale_low):
+    # MRE feeds S^ = H * bag with relevance weights H in (0, 1): the loss must
+    # not depend on H, however small, or it can lower itself by shrinking H.
+    labels, embeddings = case(batch=8, seed=3)
+    rng = np.random.default_rng(4)
+    scales = rng.uniform(scale_low, 1.0, size=(8, 3, 1)).astype("float32")
+    loss = CategoryContrastiveLoss(temperature=0.1)
+    np.testing.assert_allclose(
+        float(loss(labels, embeddings * scales)),
+        float(loss(labels, embeddings)),
+        rtol=1e-5,
+    )
+    variable = tf.Variable(scales)
+    with tf.GradientTape() as tape:
+        value = loss(labels, embeddings * variable)
+    grad = np.asarray(tape.gradient(value, variable))
+    assert np.abs(grad).max() < 1e-4
 
 
 def test_aligned_embeddings_lose_less():
