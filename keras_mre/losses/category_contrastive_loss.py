@@ -107,22 +107,20 @@ class CategoryContrastiveLoss(keras.losses.Loss):
         positive_scale = total / ops.maximum(pairs_positive, 1.0)
         negative_scale = total / ops.maximum(pairs_negative, 1.0)
 
+        # Every ordered modality pair (a, b) at once: logits[a, b, i, j] =
+        # Phi(sample i's modality a, sample j's modality b) / tau. The M
+        # pairs with a == b are computed too and masked out, which costs
+        # less than M * (M - 1) separate small products.
         modalities = y_pred.shape[1]
-        per_sample = 0.0
-        for s1 in range(modalities):
-            for s2 in range(s1 + 1, modalities):
-                for a, b in ((s1, s2), (s2, s1)):
-                    logits = (
-                        ops.matmul(embeddings[:, a], ops.transpose(all_embeddings[:, b]))
-                        / self.temperature
-                    )
-                    log_p = ops.log_softmax(logits, axis=-1)
-                    log_not_p = ops.log(ops.maximum(1.0 - ops.exp(log_p), 1e-7))
-                    per_sample += 0.5 * (
-                        -positive_scale * ops.sum(positive * log_p, axis=-1)
-                        - negative_scale * ops.sum(negative * log_not_p, axis=-1)
-                    )
-        return per_sample
+        logits = ops.einsum("iad,jbd->abij", embeddings, all_embeddings)
+        log_p = ops.log_softmax(logits / self.temperature, axis=-1)
+        log_not_p = ops.log(ops.maximum(1.0 - ops.exp(log_p), 1e-7))
+        terms = -positive_scale * ops.einsum(
+            "abij,ij->abi", log_p, positive
+        ) - negative_scale * ops.einsum("abij,ij->abi", log_not_p, negative)
+        different = 1.0 - ops.eye(modalities, dtype=y_pred.dtype)
+        # Each unordered pair {s1, s2} counts its two directions with 1/2.
+        return 0.5 * ops.sum(terms * different[:, :, None], axis=(0, 1))
 
     def _normalize(self, x):
         """`x / |x|` along the last axis; 0 where `|x|^2 <= epsilon`."""
