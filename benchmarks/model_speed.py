@@ -94,7 +94,22 @@ def machine():
                 break
     except OSError:
         pass
-    return f"{cpu}, {os.cpu_count()} logical cores, {platform.system()} {platform.release()}"
+    line = f"{cpu}, {os.cpu_count()} logical cores, {platform.system()} {platform.release()}"
+    return line + f"; TensorFlow threads {tensorflow_threads()}"
+
+
+def tensorflow_threads():
+    """`intra N / inter M` as configured by tf.config or the TF_NUM_*THREADS
+    environment variables ("default": TensorFlow's choice, all cores)."""
+    import tensorflow as tf
+
+    intra = tf.config.threading.get_intra_op_parallelism_threads() or os.environ.get(
+        "TF_NUM_INTRAOP_THREADS", "default"
+    )
+    inter = tf.config.threading.get_inter_op_parallelism_threads() or os.environ.get(
+        "TF_NUM_INTEROP_THREADS", "default"
+    )
+    return f"intra {intra} / inter {inter}"
 
 
 def versions():
