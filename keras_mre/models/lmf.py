@@ -58,19 +58,15 @@ def check_sequence_modalities(config):
 
 
 @dataclasses.dataclass
-class LMFConfig(ModelConfig):
-    """Hyper-parameters of `LMFModel`.
+class EncoderFieldsConfig(ModelConfig):
+    """Fields of the models whose modalities go through `encode_modalities`.
 
     Args:
-        rank: rank R of the low-rank fusion factors (Liu et al.: 4 on MOSEI).
         dnn_layers: depth of the frame-mean DNN encoders.
         sequence_modalities: modalities encoded by an LSTM (default text).
         lstm_implementation: `LSTMEncoder` implementation (see `MREConfig`).
     """
 
-    MODEL_NAME: ClassVar[str] = "lmf"
-
-    rank: int = 4
     dnn_layers: int = 3
     sequence_modalities: list[str] = dataclasses.field(
         default_factory=lambda: ["text"]
@@ -79,9 +75,27 @@ class LMFConfig(ModelConfig):
 
     def validate(self):
         super().validate()
-        self._check_positive_int("rank")
         self._check_positive_int("dnn_layers")
         check_sequence_modalities(self)
+
+
+@dataclasses.dataclass
+class LMFConfig(EncoderFieldsConfig):
+    """Hyper-parameters of `LMFModel`.
+
+    Args:
+        rank: rank R of the low-rank fusion factors (Liu et al.: 4 on MOSEI).
+        dnn_layers, sequence_modalities, lstm_implementation: see
+            `EncoderFieldsConfig`.
+    """
+
+    MODEL_NAME: ClassVar[str] = "lmf"
+
+    rank: int = 4
+
+    def validate(self):
+        super().validate()
+        self._check_positive_int("rank")
 
 
 @keras.saving.register_keras_serializable(package="keras_mre")

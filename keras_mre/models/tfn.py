@@ -5,11 +5,10 @@ from typing import ClassVar
 
 import keras
 
-from keras_mre.config import ModelConfig
 from keras_mre.data import schema
 from keras_mre.layers.tensor_fusion import TensorFusion
 from keras_mre.models.emotion_model import EmotionModel
-from keras_mre.models.lmf import check_sequence_modalities
+from keras_mre.models.lmf import EncoderFieldsConfig
 from keras_mre.models.lmf import encode_modalities
 from keras_mre.models.registry import register_model
 
@@ -17,27 +16,21 @@ _MAX_FUSED_WIDTH = 2_000_000
 
 
 @dataclasses.dataclass
-class TFNConfig(ModelConfig):
+class TFNConfig(EncoderFieldsConfig):
     """Hyper-parameters of `TFNModel`.
 
     Args:
         fusion_dim: width of each unimodal vector entering the outer product;
             the fused tensor has `(fusion_dim + 1) ** M` entries.
         post_fusion_dim: width of the two hidden layers after fusion.
-        dnn_layers: depth of the frame-mean DNN encoders.
-        sequence_modalities: modalities encoded by an LSTM (default text).
-        lstm_implementation: `LSTMEncoder` implementation (see `MREConfig`).
+        dnn_layers, sequence_modalities, lstm_implementation: see
+            `EncoderFieldsConfig`.
     """
 
     MODEL_NAME: ClassVar[str] = "tfn"
 
     fusion_dim: int = 32
     post_fusion_dim: int = 128
-    dnn_layers: int = 3
-    sequence_modalities: list[str] = dataclasses.field(
-        default_factory=lambda: ["text"]
-    )
-    lstm_implementation: str = "auto"
 
     def validate(self):
         super().validate()
@@ -45,8 +38,6 @@ class TFNConfig(ModelConfig):
 
         self._check_positive_int("fusion_dim")
         self._check_positive_int("post_fusion_dim")
-        self._check_positive_int("dnn_layers")
-        check_sequence_modalities(self)
         width = (self.fusion_dim + 1) ** len(self.feature_dims)
         if width > _MAX_FUSED_WIDTH:
             raise ConfigError(
