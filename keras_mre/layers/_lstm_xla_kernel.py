@@ -107,7 +107,13 @@ def lstm_last_state(gates, kernel, lengths):
     `kernel` may be a variable: it is read once here, so the gradient
     reaches the variable through that read.
     """
-    return _lstm_last_state(gates, tf.identity(kernel), lengths)
+    kernel = tf.identity(kernel)
+    picked = _lstm_last_state(gates, kernel, lengths)
+    # The compiled functions are traced with relaxed shapes once several
+    # shapes were seen (reduce_retracing), so their outputs may carry no
+    # static shape; layers after the encoder need `[batch, units]`.
+    picked.set_shape(gates.shape[:1].concatenate(kernel.shape[:1]))
+    return picked
 
 
 @tf.custom_gradient
@@ -129,6 +135,9 @@ def _lstm_last_state(gates, kernel, lengths):
             tf.reshape(d_gates, [-1, 4 * units]),
             transpose_a=True,
         )
-        return tf.transpose(d_gates, [1, 0, 2]), d_kernel, None
+        d_gates = tf.transpose(d_gates, [1, 0, 2])
+        d_gates.set_shape(gates.shape)
+        d_kernel.set_shape(kernel.shape)
+        return d_gates, d_kernel, None
 
     return picked, grad

@@ -259,3 +259,25 @@ def test_xla_kernel_trains_inside_fit():
     )
     history = model.fit([frames, lengths], target, batch_size=16, epochs=15, verbose=0)
     assert history.history["accuracy"][-1] > 0.9
+
+
+def test_xla_output_keeps_its_static_shape_after_relaxed_retracing():
+    # After a few input shapes the compiled functions are retraced with
+    # unknown dimensions (widths included); the layer's output must still
+    # be [batch, units] for the layers built on it (this once broke
+    # LowRankFusion inside fit).
+    for units, steps in ((3, 4), (4, 5), (5, 6), (6, 7), (7, 3)):
+        layer = LSTMEncoder(units, implementation="xla")
+
+        @tf.function(
+            input_signature=[
+                tf.TensorSpec((None, steps, 5), tf.float32),
+                tf.TensorSpec((None,), tf.int32),
+            ]
+        )
+        def run(frames, lengths):
+            out = layer(frames, lengths, training=True)
+            assert out.shape[-1] == units, (units, out.shape)
+            return out
+
+        run(np.zeros((2, steps, 5), "float32"), np.array([1, steps], "int32"))
