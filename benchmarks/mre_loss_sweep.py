@@ -185,21 +185,13 @@ def relevance_stats(model, valid):
 
 def train_and_score(path, seed, epochs, batch_size, probe_batches, **overrides):
     """One MRE run: scores on valid and test plus diagnostics (a dict)."""
-    import keras_mre
     from keras_mre import data
+    from paper_tables import build_for
 
     overrides = dict(overrides)
     norm = overrides.pop("cnce_norm", "exact")
     model_name = overrides.pop("model", "mre")
-    info = data.load_info(path)
-    model = keras_mre.build_model(
-        model_name,
-        feature_dims=dict(info.feature_dims),
-        num_classes=len(info.class_names),
-        batch_size=batch_size,
-        seed=seed,
-        **overrides,
-    )
+    model = build_for(path, model_name, seed, batch_size, **overrides)
     if norm == "soft":
         # Swapped before the first fit, so the traced train step uses it.
         model.category_contrastive_loss = soft_norm_loss(model.config.temperature)

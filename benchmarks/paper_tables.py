@@ -46,13 +46,13 @@ def _mean_std(values):
     return f"{values.mean():.2f} ± {values.std():.2f}"
 
 
-def train_and_score(path, model_name, seed, epochs, batch_size, **overrides):
-    """Trains on `path`'s train split; returns (accuracy, weighted F1) on test."""
+def build_for(path, model_name, seed, batch_size, **overrides):
+    """`model_name` built with the dims and classes of the data set at `path`."""
     import keras_mre
     from keras_mre import data
 
     info = data.load_info(path)
-    model = keras_mre.build_model(
+    return keras_mre.build_model(
         model_name,
         feature_dims=dict(info.feature_dims),
         num_classes=len(info.class_names),
@@ -60,6 +60,13 @@ def train_and_score(path, model_name, seed, epochs, batch_size, **overrides):
         seed=seed,
         **overrides,
     )
+
+
+def train_and_score(path, model_name, seed, epochs, batch_size, **overrides):
+    """Trains on `path`'s train split; returns (accuracy, weighted F1) on test."""
+    from keras_mre import data
+
+    model = build_for(path, model_name, seed, batch_size, **overrides)
     train = data.load_dataset(path, "train", batch_size=batch_size, seed=seed)
     test = data.load_dataset(path, "test", batch_size=batch_size)
     model.fit(train, epochs=epochs, verbose=0)
