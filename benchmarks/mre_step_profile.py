@@ -116,7 +116,7 @@ def encoder_times(batch_size, rounds, steps, progress):
     rows = tf.boolean_mask(frames, valid)
     gates = tf.constant(
         np.random.default_rng(0).normal(
-            scale=0.1, size=(batch_size, int(tf.reduce_max(lengths)), 512)
+            scale=0.1, size=(int(tf.reduce_max(lengths)), batch_size, 512)
         ).astype("float32")
     )
 
@@ -129,7 +129,9 @@ def encoder_times(batch_size, rounds, steps, progress):
 
         return run
 
-    all_valid = tf.fill([batch_size], tf.shape(gates)[1])
+    # The XLA kernel reads time-major gates, the generic loop batch-major.
+    batch_major_gates = tf.transpose(gates, [1, 0, 2])
+    all_valid = tf.fill([batch_size], tf.shape(gates)[0])
     functions = {
         "whole LSTMEncoder, generic": with_gradient(
             lambda: tf.reduce_sum(layer(frames, lengths, training=True) ** 2),
@@ -143,7 +145,7 @@ def encoder_times(batch_size, rounds, steps, progress):
             lambda: tf.reduce_sum(tf.matmul(rows, layer.kernel) ** 2), [layer.kernel]
         ),
         "recurrence over max(lengths) steps, generic": with_gradient(
-            lambda: tf.reduce_sum(layer.rnn(gates)[:, -1] ** 2),
+            lambda: tf.reduce_sum(layer.rnn(batch_major_gates)[:, -1] ** 2),
             [layer.cell.recurrent_kernel],
         ),
         "recurrence over max(lengths) steps, xla": with_gradient(

@@ -8,12 +8,15 @@ per-op dispatch (about 15 small ops per step forward and twice that for the
 automatic gradient), and Keras has no fused CPU LSTM kernel. Compiling the
 forward loop and a hand-written backward loop with XLA fuses each step's
 element-wise work into one kernel; the gradient of the recurrent kernel is
-one large matrix product over all steps instead of one small product per
-step. `tests/layers/test_lstm_encoder.py` checks values and gradients
-against the generic `keras.ops` path.
+one large matrix product over all steps, inside the compiled backward
+function, instead of one small product per step.
+`tests/layers/test_lstm_encoder.py` checks values and gradients against the
+generic `keras.ops` path.
 
-Shapes: `gates` `[batch, time, 4 * units]` (the input part `x_t W + b` of
-the gates, order input, forget, output, candidate), `kernel` `[units,
+Shapes: `gates` `[time, batch, 4 * units]`, time-major (the input part
+`x_t W + b` of the gates, order input, forget, output, candidate; the
+encoder gathers its input rows in time-major order, so no transpose is
+needed on either side of the kernel), `kernel` `[units,
 4 * units]` (the recurrent kernel `U`), `lengths` `[batch]` int32 (already
 clipped to `[0, time]`). `time` must be at least 1. The result is each
 clip's hidden state after its step `length - 1`, `[batch, units]`, and zeros
@@ -37,7 +40,6 @@ def _forward(gates, kernel, lengths):
     # Shapes are read dynamically: with reduce_retracing, a trace may have
     # unknown dimensions (XLA still compiles each concrete shape).
     units = tf.shape(kernel)[0]
-    gates = tf.transpose(gates, [1, 0, 2])  # time-major
     time = tf.shape(gates)[0]
     zeros = tf.zeros([tf.shape(gates)[1], units], gates.dtype)
     last = lengths - 1
@@ -90,7 +92,17 @@ def _backward(d_picked, lengths, hs, cs, acts, kernel):
     _, _, _, d_gates = tf.while_loop(
         lambda t, *_: t >= 0, body, (run - 1, zeros, zeros, d_gates)
     )
-    return d_gates.stack()
+    d_gates = d_gates.stack()
+    # The recurrent kernel's gradient, sum_t h_{t-1}^T dz_t, as one product
+    # over all steps; unwritten steps (after max(lengths)) hold zeros.
+    units = tf.shape(kernel)[0]
+    h_prev = tf.concat([tf.zeros_like(hs[:1]), hs[:-1]], 0)
+    d_kernel = tf.matmul(
+        tf.reshape(h_prev, [-1, units]),
+        tf.reshape(d_gates, [-1, 4 * units]),
+        transpose_a=True,
+    )
+    return d_gates, d_kernel
 
 
 _forward_xla = tf.function(
@@ -112,7 +124,7 @@ def lstm_last_state(gates, kernel, lengths):
     # The compiled functions are traced with relaxed shapes once several
     # shapes were seen (reduce_retracing), so their outputs may carry no
     # static shape; layers after the encoder need `[batch, units]`.
-    picked.set_shape(gates.shape[:1].concatenate(kernel.shape[:1]))
+    picked.set_shape(gates.shape[1:2].concatenate(kernel.shape[:1]))
     return picked
 
 
@@ -126,16 +138,7 @@ def _lstm_last_state(gates, kernel, lengths):
 
     def grad(d_picked):
         d_picked = tf.stop_gradient(d_picked)
-        d_gates = _backward_xla(d_picked, lengths, hs, cs, acts, kernel)
-        units = tf.shape(kernel)[0]
-        # Unwritten steps (after max(lengths)) hold zeros, so they add nothing.
-        h_prev = tf.concat([tf.zeros_like(hs[:1]), hs[:-1]], 0)
-        d_kernel = tf.matmul(
-            tf.reshape(h_prev, [-1, units]),
-            tf.reshape(d_gates, [-1, 4 * units]),
-            transpose_a=True,
-        )
-        d_gates = tf.transpose(d_gates, [1, 0, 2])
+        d_gates, d_kernel = _backward_xla(d_picked, lengths, hs, cs, acts, kernel)
         d_gates.set_shape(gates.shape)
         d_kernel.set_shape(kernel.shape)
         return d_gates, d_kernel, None

@@ -144,33 +144,29 @@ class LSTMEncoder(keras.layers.Layer):
         units = self.units
         batch = ops.shape(inputs)[0]
         steps = ops.shape(inputs)[1]
-        features = inputs.shape[-1]
         if lengths is None:
             lengths = ops.full((batch,), steps, dtype="int32")
         lengths = ops.minimum(ops.cast(lengths, "int32"), steps)
         positions = ops.arange(steps, dtype="int32")[None, :]
-        # The valid steps of all clips, projected in one 2-D product (a 3-D
-        # x 2-D product would run as a broadcast batch product, whose kernel
-        # gradient is far slower) and put back in place; padding steps get
-        # zero gates, which no output ever reads.
-        valid = ops.reshape(positions < lengths[:, None], (-1,))
-        (rows,) = ops.nonzero(valid)
-        projected = ops.matmul(
-            ops.take(ops.reshape(inputs, (-1, features)), rows, axis=0), self.kernel
-        )
-        gates = ops.scatter(
-            rows[:, None], projected + self.bias, (batch * steps, 4 * units)
-        )
-        gates = ops.reshape(gates, (batch, steps, 4 * units))
+        valid = positions < lengths[:, None]  # [batch, steps]
         if self._use_xla(training):
             from keras_mre.layers._lstm_xla_kernel import lstm_last_state
 
-            # At least one (all-zero, never picked) step, as below; the
-            # kernel itself runs the first max(lengths) steps only.
-            gates = ops.pad(gates, [[0, 0], [0, 1 - ops.minimum(steps, 1)], [0, 0]])
+            # The kernel reads time-major gates: the valid steps are listed
+            # in time-major order (row t * batch + b) and gathered from the
+            # batch-major inputs (row b * steps + t), so no transpose runs
+            # on either side of the kernel. At least one (all-zero, never
+            # picked) step; the kernel runs the first max(lengths) only.
+            gates = self._project_valid_steps(
+                inputs, ops.transpose(valid), lambda r: (r % batch) * steps + r // batch
+            )
+            gates = ops.reshape(gates, (steps, batch, 4 * units))
+            gates = ops.pad(gates, [[0, 1 - ops.minimum(steps, 1)], [0, 0], [0, 0]])
             kernel = ops.convert_to_tensor(self.cell.recurrent_kernel)
             picked = lstm_last_state(gates, kernel, lengths)
             return self.dropout_layer(picked, training=training)
+        gates = self._project_valid_steps(inputs, valid, lambda r: r)
+        gates = ops.reshape(gates, (batch, steps, 4 * units))
         # The loop runs over the first max(lengths) steps only, and over at
         # least one step (all-zero gates, never picked when there is no
         # valid step), so the output is always defined.
@@ -182,6 +178,28 @@ class LSTMEncoder(keras.layers.Layer):
         last = ops.cast(last, outputs.dtype)
         picked = ops.sum(outputs * last[:, :, None], axis=1)
         return self.dropout_layer(picked, training=training)
+
+    def _project_valid_steps(self, inputs, valid, source_row):
+        """`x_t W + b` of the valid steps only, zeros elsewhere.
+
+        The valid steps of all clips are projected in one 2-D product (a
+        3-D x 2-D product would run as a broadcast batch product, whose
+        kernel gradient is far slower) and put back in place; padding steps
+        get zero gates, which no output ever reads. `valid` is a boolean
+        matrix whose flattened entry r is gate row r of the result, and
+        `source_row(r)` its row in the `[batch * steps, features]` inputs.
+        """
+        features = inputs.shape[-1]
+        flat_valid = ops.reshape(valid, (-1,))
+        (rows,) = ops.nonzero(flat_valid)
+        rows = ops.cast(rows, "int32")
+        projected = ops.matmul(
+            ops.take(ops.reshape(inputs, (-1, features)), source_row(rows), axis=0),
+            self.kernel,
+        )
+        return ops.scatter(
+            rows[:, None], projected + self.bias, (ops.shape(flat_valid)[0], 4 * self.units)
+        )
 
     def _use_xla(self, training):
         if self.implementation == "auto":
