@@ -607,6 +607,7 @@ def evaluate_run(run_dir, data_dir=None, split="test", *, batch_size=None, verbo
             classes differ from the run's model.
     """
     from keras_mre import data as data_lib
+    from keras_mre import models
     from keras_mre import plots
     from keras_mre import training
 
@@ -618,7 +619,10 @@ def evaluate_run(run_dir, data_dir=None, split="test", *, batch_size=None, verbo
     model = run.load_model()
     batch_size = batch_size or run.training.get("batch_size") or 64
     modalities = list(run.model_config.feature_dims)
-    dataset = data_lib.load_dataset(data_dir, split, batch_size, shuffle=False)
+    dataset = data_lib.load_dataset(
+        data_dir, split, batch_size, shuffle=False,
+        pool=models.pooled_modalities(run.model_config),
+    )
     if info.splits.get(split, 0) == 0:
         raise DataError(f"{data_dir}: split {split!r} holds no clips; nothing to evaluate")
     with data_lib.explain_read_errors(data_dir, [split]):

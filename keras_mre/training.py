@@ -690,9 +690,12 @@ def train(
     os.makedirs(os.path.join(work_dir, "checkpoints"), exist_ok=True)
 
     notes = []
+    # Frame means the model would take every step are taken once per clip.
+    pool = models.pooled_modalities(model_config)
     train_ds = _known_length(
         data_lib.load_dataset(
-            data_dir, "train", batch_size, shuffle=True, seed=seed, drop_remainder=distributed
+            data_dir, "train", batch_size, shuffle=True, seed=seed,
+            drop_remainder=distributed, pool=pool,
         ),
         info.splits["train"], batch_size, distributed,
     )
@@ -709,7 +712,8 @@ def train(
     if val_split:
         val_ds = _known_length(
             data_lib.load_dataset(
-                data_dir, val_split, batch_size, shuffle=False, drop_remainder=distributed
+                data_dir, val_split, batch_size, shuffle=False,
+                drop_remainder=distributed, pool=pool,
             ),
             info.splits[val_split], batch_size, distributed,
         )

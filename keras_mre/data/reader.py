@@ -71,6 +71,23 @@ def shard_policy(num_files, num_workers):
     return policy.DATA
 
 
+def _check_pool(info, pool):
+    """`pool` as a tuple of modality names of `info`, or ConfigError."""
+    if pool is None:
+        return ()
+    if isinstance(pool, str) or not all(isinstance(m, str) for m in pool):
+        raise ConfigError(
+            f"load_dataset: pool must be a list of modality names, got {pool!r}"
+        )
+    for m in pool:
+        if m not in info.feature_dims:
+            raise ConfigError(
+                f"load_dataset: pool names unknown modality {m!r}; data set "
+                f"{info.path} has {', '.join(info.modalities)}"
+            )
+    return tuple(pool)
+
+
 def _default_shuffle_buffer(info, split, files):
     count = info.splits[split]
     if count == 0:
@@ -81,7 +98,7 @@ def _default_shuffle_buffer(info, split, files):
     return max(1, min(count, _MAX_SHUFFLE_BUFFER, max(buffer, 64)))
 
 
-def make_parser(info, max_lengths=None, with_ids=False, split=None):
+def make_parser(info, max_lengths=None, with_ids=False, split=None, pool=()):
     """Build the function that turns a batch of serialized records into tensors.
 
     Args:
@@ -90,6 +107,9 @@ def make_parser(info, max_lengths=None, with_ids=False, split=None):
             `info.max_lengths`).
         with_ids: Also return the clip ids as a third element.
         split: Split name, used in error messages.
+        pool: Modalities whose frames are replaced by their mean over the
+            clip's valid frames (after the cut to `max_lengths`): `[B, 1, D]`
+            with length `min(length, 1)`, so an empty clip stays empty.
 
     Returns:
         A function `serialized [B] -> (features, labels)` or
@@ -131,10 +151,15 @@ def make_parser(info, max_lengths=None, with_ids=False, split=None):
                 raw, tf.float32, little_endian=True,
                 fixed_length=max_length * dim * records.BYTES_PER_VALUE,
             )
-            features[m] = tf.reshape(frames, [-1, max_length, dim])
-            features[schema.length_key(m)] = tf.cast(
-                tf.minimum(length, max_length), tf.int32
-            )
+            frames = tf.reshape(frames, [-1, max_length, dim])
+            length = tf.cast(tf.minimum(length, max_length), tf.int32)
+            if m in pool:
+                # Frames after `length` are decode_raw's zero padding.
+                count = tf.cast(tf.maximum(length, 1), tf.float32)
+                frames = tf.reduce_sum(frames, axis=1, keepdims=True) / count[:, None, None]
+                length = tf.minimum(length, 1)
+            features[m] = frames
+            features[schema.length_key(m)] = length
         label = parsed[schema.LABEL_KEY]
         ok = tf.logical_and(label >= 0, label < num_classes)
         checks.append(tf.debugging.Assert(
@@ -182,6 +207,7 @@ def load_dataset(
     max_lengths=None,
     num_workers=None,
     verify=False,
+    pool=None,
 ):
     """Stream one split of a data set as batches for `model.fit`.
 
@@ -220,10 +246,20 @@ def load_dataset(
         verify: Run `verify_dataset` on the split first (one full read);
             a damaged shard then raises DataError naming the shard file, the
             record index and the field instead of failing inside `fit`.
+        pool: Modalities to average over time here, once per clip, instead
+            of in every training step: each becomes `[B, 1, D_m]`, the mean
+            of its valid frames, with `<m>_length` `min(length, 1)`. For
+            models that read those modalities only through their frame mean
+            (`model.pooled_modalities()`: the audio and vision of MRE, LMF
+            and TFN), outputs, losses and gradients are unchanged and each
+            step moves and reads 1 frame instead of `max_lengths[m]`.
+            `keras_mre.train` passes it; the exported model still takes full
+            frame sequences.
 
     Returns:
         A `tf.data.Dataset` of `(features, labels)`: features
-        `{<m>: float32 [B, T_m, D_m], <m>_length: int32 [B]}`, labels
+        `{<m>: float32 [B, T_m, D_m], <m>_length: int32 [B]}` (`T_m` is
+        `max_lengths[m]`, 1 for pooled modalities), labels
         `{"emotion": int32 [B], "emotion_<m>": int32 [B] (-1 unknown)
         for every modality, "score": float32 [B] when info.has_score}`.
 
@@ -243,6 +279,7 @@ def load_dataset(
             raise ConfigError(f"load_dataset: max_lengths names unknown modality {m!r}")
         if not isinstance(value, numbers.Integral) or value < 1:
             raise ConfigError(f"load_dataset: max_lengths[{m!r}] must be a positive integer, got {value!r}")
+    pool = _check_pool(info, pool)
     files = _shard_files(info, split)
     if verify:
         verify_dataset(info, [split])
@@ -291,7 +328,7 @@ def load_dataset(
         ds = ds.repeat(int(repeat))
     ds = ds.batch(batch_size, drop_remainder=drop_remainder)
     ds = ds.map(
-        make_parser(info, max_lengths, with_ids, split),
+        make_parser(info, max_lengths, with_ids, split, pool),
         num_parallel_calls=tf.data.AUTOTUNE,
         deterministic=True,
     )

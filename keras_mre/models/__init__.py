@@ -12,6 +12,7 @@ from keras_mre.config import config_from_dict
 from keras_mre.errors import ConfigError
 from keras_mre.errors import RunError
 from keras_mre.models.emotion_model import EmotionModel
+from keras_mre.models.emotion_model import pooled_modalities
 from keras_mre.models.registry import available_models
 from keras_mre.models.registry import get_builder
 from keras_mre.models.registry import get_config_class
@@ -22,6 +23,7 @@ __all__ = [
     "available_models",
     "build_model",
     "load_model",
+    "pooled_modalities",
     "register_model",
     "resolve_config",
 ]

@@ -11,6 +11,22 @@ from keras_mre.errors import DataError
 from keras_mre.metrics import WeightedF1Score
 
 
+def pooled_modalities(config):
+    """Modalities a model with this config reads only through their mean
+    over valid frames.
+
+    For these, `load_dataset(..., pool=...)` may average the frames once per
+    clip in the input pipeline: the model's outputs are the same on the
+    pooled `[B, 1, D]` input as on the full sequence. Configs with
+    `sequence_modalities` (MRE, LMF, TFN) pool every other modality; the
+    other models read whole sequences and pool none.
+    """
+    sequence = getattr(config, "sequence_modalities", None)
+    if sequence is None:
+        return ()
+    return tuple(m for m in config.modalities if m not in sequence)
+
+
 class EmotionModel(keras.Model):
     """Functional Keras model with the package's input, label and loss contract.
 
@@ -114,6 +130,11 @@ class EmotionModel(keras.Model):
             length = schema.length_key(modality)
             signature[length] = tf.TensorSpec((None,), tf.int32, name=length)
         return signature
+
+    def pooled_modalities(self):
+        """Modalities this model reads only through their mean over valid
+        frames; see `pooled_modalities(config)`."""
+        return pooled_modalities(self.config)
 
     def auxiliary_loss_names(self):
         """Names of the terms `auxiliary_losses` returns (none by default)."""

@@ -89,6 +89,32 @@ def test_round_trip_matches_numpy_reference(tmp_path):
     assert info.truncated == truncated
 
 
+def test_pool_averages_valid_frames_once_per_clip(tmp_path):
+    train = make_clips("a", 11, seed=1)
+    assert any(len(c.features["audio"]) == 0 for c in train)  # an empty clip
+    assert any(len(c.features["audio"]) > MAX_LENGTHS["audio"] for c in train)  # a cut one
+    write(tmp_path / "ds", {"train": train})
+    (features, labels), = list(data.load_dataset(
+        tmp_path / "ds", "train", batch_size=32, shuffle=False, pool=["audio", "vision"],
+        max_lengths={"vision": 2},
+    ))
+    want, want_labels = expected_batch(train)
+    for m, cut in (("audio", MAX_LENGTHS["audio"]), ("vision", 2)):
+        mean = np.zeros((len(train), 1, DIMS[m]), np.float32)
+        for i, clip in enumerate(train):
+            kept = clip.features[m][:cut]
+            if len(kept):
+                mean[i, 0] = kept.astype(np.float32).mean(axis=0)
+        np.testing.assert_allclose(features[m].numpy(), mean, rtol=1e-5, atol=1e-6)
+        lengths = [min(len(c.features[m][:cut]), 1) for c in train]
+        np.testing.assert_array_equal(features[schema.length_key(m)].numpy(), lengths)
+    # Unpooled modalities and the labels are untouched.
+    np.testing.assert_array_equal(features["text"].numpy(), want["text"])
+    np.testing.assert_array_equal(features["text_length"].numpy(), want["text_length"])
+    for key, value in want_labels.items():
+        np.testing.assert_array_equal(labels[key].numpy(), value)
+
+
 def test_scores_ids_and_batching(tmp_path):
     clips = make_clips("a", 10, with_score=True)
     clips[3].score = None
@@ -290,3 +316,7 @@ def test_bad_load_arguments(tmp_path):
         data.load_dataset(tmp_path / "ds", "train", batch_size=0)
     with pytest.raises(ConfigError, match=r"max_lengths names unknown modality 'face'"):
         data.load_dataset(tmp_path / "ds", "train", max_lengths={"face": 3})
+    with pytest.raises(ConfigError, match=r"pool names unknown modality 'face'; data set .*ds has text, audio, vision"):
+        data.load_dataset(tmp_path / "ds", "train", pool=["audio", "face"])
+    with pytest.raises(ConfigError, match=r"pool must be a list of modality names, got 'audio'"):
+        data.load_dataset(tmp_path / "ds", "train", pool="audio")

@@ -50,3 +50,23 @@ def test_non_finite_loss_does_not_finish_a_run(tmp_path):
     with pytest.raises(RunError, match=r"run: the training loss became (NaN|infinite) at epoch 1, batch \d+; training stopped and no model.keras was written"):
         training.train(data_dir, run_dir, seed=3, **ARGS)
     assert not training.is_finished_run(run_dir)
+
+
+def test_train_and_evaluate_pool_audio_and_vision_once(tiny_data, tmp_path, monkeypatch):
+    from keras_mre import evaluation
+
+    calls = []
+    real = data.load_dataset
+
+    def spy(path, split, *args, **kwargs):
+        calls.append((split, kwargs.get("pool")))
+        return real(path, split, *args, **kwargs)
+
+    monkeypatch.setattr(data, "load_dataset", spy)
+    run_dir = str(tmp_path / "run")
+    training.train(tiny_data, run_dir, seed=4, **ARGS)
+    pooled = ("audio", "vision")
+    assert ("train", pooled) in calls and ("valid", pooled) in calls
+    calls.clear()
+    evaluation.evaluate_run(run_dir, split="test", verbose=False)
+    assert ("test", pooled) in calls

@@ -192,3 +192,36 @@ def test_learns_a_task_carried_by_one_modality(name):
     predictions = model.predict(test_x, verbose=0)["emotion"].argmax(-1)
     accuracy = float((predictions == test_y["emotion"]).mean())
     assert accuracy >= 0.8, accuracy
+
+
+POOLED = {"mre": ("audio", "vision"), "lmf": ("audio", "vision"), "tfn": ("audio", "vision")}
+
+
+@pytest.mark.parametrize("name", ("mre",) + BASELINES)
+def test_pooled_modalities_give_the_same_outputs_pooled_once(name):
+    from keras_mre.models import pooled_modalities
+
+    model = (build_model("mre", feature_dims=DIMS, num_classes=3, hidden_dim=8, seed=3)
+             if name == "mre" else small_model(name))
+    expected = POOLED.get(name, ())
+    assert model.pooled_modalities() == expected
+    assert pooled_modalities(model.config) == expected
+    if name in ("mre", "lmf"):
+        custom = build_model(name, feature_dims=DIMS, num_classes=3, hidden_dim=8,
+                             sequence_modalities=["text", "vision"])
+        assert custom.pooled_modalities() == ("audio",)
+    if not expected:
+        return
+    features, _ = random_batch(DIMS, 3, batch=5, max_len=6, seed=2)
+    pooled = dict(features)
+    for m in expected:  # what load_dataset(..., pool=...) yields
+        lengths = features[f"{m}_length"]
+        pooled[m] = features[m].sum(1, keepdims=True) / np.maximum(lengths, 1)[:, None, None]
+        pooled[f"{m}_length"] = np.minimum(lengths, 1)
+    full = model(features, training=False)
+    once = model(pooled, training=False)
+    for key in (schema.OUTPUT_PROBABILITIES, "logits"):
+        np.testing.assert_allclose(
+            keras.ops.convert_to_numpy(once[key]), keras.ops.convert_to_numpy(full[key]),
+            rtol=1e-4, atol=1e-5, err_msg=key,
+        )
