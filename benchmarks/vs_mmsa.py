@@ -66,6 +66,21 @@ def make_batch(batch_size, seed):
     return batch
 
 
+def pool_frames(batch, modalities):
+    """The batch with `modalities` averaged over their valid frames,
+    `[B, 1, D]` and length `min(length, 1)`: what MMSA's loader gives its LMF
+    and `load_dataset(..., pool=model.pooled_modalities())` gives ours."""
+    import numpy as np
+
+    batch = dict(batch)
+    for m in modalities:
+        lengths = batch[f"{m}_length"]
+        count = np.maximum(lengths, 1).astype("float32")[:, None, None]
+        batch[m] = (batch[m].sum(1, keepdims=True) / count).astype("float32")
+        batch[f"{m}_length"] = np.minimum(lengths, 1).astype("int32")
+    return batch
+
+
 class _StepTimer:
     """Times training steps; subclasses set `self.cache = {}` and define
     `_build(model_name, batch_size)` returning a one-step callable."""
@@ -126,18 +141,13 @@ class _MMSARunner(_StepTimer):
         nn = torch.nn
         args = self._args(model_name)
         data = make_batch(batch_size, seed=batch_size)
+        if model_name == "lmf":  # MMSA's loader averages them for LMF
+            data = pool_frames(data, ("audio", "vision"))
         text = torch.from_numpy(data["text"])
         audio = torch.from_numpy(data["audio"])
         vision = torch.from_numpy(data["vision"])
         labels = torch.from_numpy(data["label"]).long()
         trainer = None
-        if model_name == "lmf":
-            audio = audio.sum(1, keepdim=True) / torch.from_numpy(
-                data["audio_length"]
-            ).float().view(-1, 1, 1)
-            vision = vision.sum(1, keepdim=True) / torch.from_numpy(
-                data["vision_length"]
-            ).float().view(-1, 1, 1)
         if model_name == "misa":
             import MMSA.models  # noqa: F401  (loads the module patched below)
 
@@ -229,6 +239,7 @@ class _KerasRunner(_StepTimer):
             num_classes=NUM_CLASSES,
             batch_size=batch_size,
         )
+        data = pool_frames(data, model.pooled_modalities())
         x = {k: tf.constant(v) for k, v in data.items() if k != "label"}
         label = tf.constant(data["label"])
         y = {"emotion": label}
@@ -412,7 +423,10 @@ def write_report(args, rates, errors, mmsa_versions, keras_versions):
         "- MMSA feeding as in its own loader: LMF gets time-averaged audio/vision "
         "`[B, 1, D]`; MulT full sequences without lengths; MISA precomputed text "
         "features (BERT replaced by a lookup) and audio/vision packed with the "
-        "text lengths. keras-mre models get full padded sequences and lengths.",
+        "text lengths. keras-mre models get what `keras_mre.train` feeds them: "
+        "MRE and LMF time-averaged audio/vision `[B, 1, D]` "
+        "(`load_dataset(pool=model.pooled_modalities())`), the others full "
+        "padded sequences; all with lengths.",
         "",
         "| model | batch | MMSA samples/s | keras-mre samples/s | keras-mre / MMSA | runs (MMSA, ours) |",
         "|---|---|---|---|---|---|",
