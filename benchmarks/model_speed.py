@@ -5,7 +5,9 @@
 Each model trains on one random batch of MOSEI shapes (text 50x768, audio
 500x74, vision 500x35, zero-padded with random lengths) held in memory, so
 the numbers are the cost of the compiled training step alone, without input
-reading. Seconds per epoch are `16326 / samples_per_s` (MOSEI's training
+reading. Each model gets the batch as `keras_mre.train` feeds it: the
+modalities of `model.pooled_modalities()` (audio and vision of MRE, LMF and
+TFN) averaged once per clip, `load_dataset(pool=...)`. Seconds per epoch are `16326 / samples_per_s` (MOSEI's training
 split). Results are printed and, with `--output`, written as Markdown.
 """
 
@@ -43,6 +45,14 @@ def random_mosei_batch(batch_size, num_classes=2, seed=0):
     return features, labels
 
 
+def as_trained(model, features):
+    """`features` as `keras_mre.train` feeds `model`: its pooled modalities
+    averaged over their valid frames once per clip."""
+    from vs_mmsa import pool_frames
+
+    return pool_frames(features, model.pooled_modalities())
+
+
 def measure(model_name, batch_size=64, seconds=10.0, warmup=2, num_classes=2, **overrides):
     """Training samples/s of `model_name` on MOSEI shapes.
 
@@ -63,7 +73,7 @@ def measure(model_name, batch_size=64, seconds=10.0, warmup=2, num_classes=2, **
         batch_size=batch_size,
         **overrides,
     )
-    x = {k: tf.constant(v) for k, v in features.items()}
+    x = {k: tf.constant(v) for k, v in as_trained(model, features).items()}
     y = {k: tf.constant(v) for k, v in labels.items()}
     for _ in range(warmup):
         model.train_on_batch(x, y)
