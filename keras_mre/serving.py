@@ -142,6 +142,17 @@ def _shape_text(shape):
     return "[" + ", ".join("?" if d is None else str(d) for d in shape) + "]"
 
 
+# gRPC's default 4 MB receive limit is one MOSEI-shaped batch of 4 clips
+# (text 50x768, audio 500x74, vision 500x35 float32); TF Serving's model
+# server accepts messages up to 2 GB, and so do this client and the local
+# server.
+MAX_MESSAGE_BYTES = 2**31 - 1
+MESSAGE_SIZE_OPTIONS = [
+    ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
+    ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
+]
+
+
 class PredictionClient:
     """Client of TF Serving's gRPC `PredictionService` for keras-mre exports.
 
@@ -173,7 +184,7 @@ class PredictionClient:
         self.version = version
         self._inputs = inputs
         self._own_channel = channel is None
-        self._channel = channel or grpc.insecure_channel(target)
+        self._channel = channel or grpc.insecure_channel(target, options=MESSAGE_SIZE_OPTIONS)
         self._stub = prediction_service_pb2_grpc.PredictionServiceStub(self._channel)
 
     @classmethod
@@ -300,7 +311,9 @@ class LocalPredictionServer:
         self._loaded = tf.saved_model.load(path)
         self._signature_defs = _read_signature_defs(path)
         servicer = _Servicer(self)
-        self._server = grpc.server(futures.ThreadPoolExecutor(max_workers=max_workers))
+        self._server = grpc.server(
+            futures.ThreadPoolExecutor(max_workers=max_workers), options=MESSAGE_SIZE_OPTIONS
+        )
         prediction_service_pb2_grpc.add_PredictionServiceServicer_to_server(servicer, self._server)
         self.port = self._server.add_insecure_port(f"{host}:{port}")
         if self.port == 0:

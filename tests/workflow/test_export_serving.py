@@ -154,6 +154,19 @@ def test_grpc_predict_matches_saved_model(server, exported):
     np.testing.assert_array_equal(out["class_name"], expected["class_name"])
 
 
+def test_grpc_request_over_four_megabytes(server, exported):
+    # gRPC's default limit is 4 MB; a MOSEI-shaped batch of 32 is 12 MB.
+    _, version_dir = exported
+    features = _features(batch=200, frames=(7, 1000, 4), seed=3)
+    assert sum(v.nbytes for v in features.values()) > 4 * 2**20
+    import tensorflow as tf
+
+    direct = export.load_exported(version_dir)(**{k: tf.constant(v) for k, v in features.items()})
+    with serving.PredictionClient(server.target, "mre", timeout=60) as client:
+        out = client.predict(features)
+    np.testing.assert_allclose(out["probabilities"], direct["probabilities"].numpy(), atol=1e-6)
+
+
 def test_grpc_client_converts_compatible_dtypes(server):
     features = _features(batch=1, seed=2)
     features = {k: v.astype(np.float64) if v.dtype == np.float32 else v.tolist()
