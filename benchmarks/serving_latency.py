@@ -15,6 +15,7 @@ import argparse
 import datetime
 import os
 import platform
+import subprocess
 import sys
 import tempfile
 import time
@@ -22,6 +23,16 @@ import time
 import numpy as np
 
 RESULT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results", "serving_latency.md")
+
+
+_TRAIN = """
+import sys
+from keras_mre import training
+from keras_mre_pipelines import synth
+data_dir, run_dir, preset = sys.argv[1:]
+synth.synthesize(data_dir, preset=preset, num_clips=300, seed=0, progress=False)
+training.train(data_dir, run_dir, epochs=1, histogram_freq=0, verbose=0)
+"""
 
 
 def _features(info, batch, rng):
@@ -66,32 +77,36 @@ def main():
     from keras_mre import export
     from keras_mre import serving
     from keras_mre import training
-    from keras_mre_pipelines import synth
 
     work = tempfile.mkdtemp(prefix="serving-latency-")
     run_dir = args.run
     if run_dir is None:
+        # Synthesis and training run in a child process, so that this one
+        # holds only the loaded SavedModel (and no idle training threads
+        # share the pinned core).
         data_dir = os.path.join(work, "data")
-        synth.synthesize(data_dir, preset=args.preset, num_clips=300, seed=0, progress=False)
         run_dir = os.path.join(work, "run")
-        training.train(data_dir, run_dir, epochs=1, histogram_freq=0, verbose=0)
+        subprocess.run([sys.executable, "-c", _TRAIN, data_dir, run_dir, args.preset], check=True)
     run = training.load_run(run_dir)
     info = data.load_info(run.data_dir)
     version_dir = export.export_saved_model(run_dir, os.path.join(work, "export"), verbose=False)
     signature = export.load_exported(version_dir)
     rng = np.random.default_rng(0)
 
+    batches = {batch: _features(info, batch, rng) for batch in (1, 32)}
+    direct = {}
+    for batch, features in batches.items():  # in process, before the server starts
+        tensors = {k: tf.constant(v) for k, v in features.items()}
+        direct[batch] = _time(lambda: signature(**tensors), args.repeats)
     rows = []
     with serving.LocalPredictionServer(os.path.dirname(version_dir), "mre") as server:
         with serving.PredictionClient(server.target, "mre", timeout=60) as client:
-            for batch in (1, 32):
-                features = _features(info, batch, rng)
-                tensors = {k: tf.constant(v) for k, v in features.items()}
-                direct = _time(lambda: signature(**tensors), args.repeats)
+            for batch, features in batches.items():
                 remote = _time(lambda: client.predict(features), args.repeats)
                 request_kb = sum(v.nbytes for v in features.values()) / 1024
-                rows.append((batch, request_kb, direct, remote))
-                print(f"batch {batch}: in-process p50 {direct[0]:.1f} ms, gRPC p50 {remote[0]:.1f} ms")
+                rows.append((batch, request_kb, direct[batch], remote))
+                print(f"batch {batch}: in-process p50 {direct[batch][0]:.1f} ms, "
+                      f"gRPC p50 {remote[0]:.1f} ms")
 
     load = os.getloadavg()[0]
     cores = (
