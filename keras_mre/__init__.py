@@ -22,6 +22,7 @@ _LAZY = {
     "losses": ("keras_mre.losses", None),
     "models": ("keras_mre.models", None),
     "metrics": ("keras_mre.metrics", None),
+    "optimizers": ("keras_mre.optimizers", None),
     "data": ("keras_mre.data", None),
     "training": ("keras_mre.training", None),
     "evaluation": ("keras_mre.evaluation", None),

@@ -17,6 +17,7 @@ from keras_mre.models.registry import available_models
 from keras_mre.models.registry import get_builder
 from keras_mre.models.registry import get_config_class
 from keras_mre.models.registry import register_model
+from keras_mre.optimizers import FusedAdam
 
 __all__ = [
     "EmotionModel",
@@ -68,7 +69,9 @@ def build_model(config=None, /, *, compile=True, **overrides):
     Args:
         config: None (MRE with its defaults), a model name such as `"mre"`,
             a `ModelConfig` or a dict as written by `ModelConfig.to_dict`.
-        compile: compile with `Adam(config.learning_rate)`; the model's own
+        compile: compile with `keras_mre.optimizers.FusedAdam(
+            config.learning_rate)` (Keras' Adam, each variable's update
+            fused into one kernel on TensorFlow); the model's own
             `compute_loss` supplies the losses.
         **overrides: config fields, e.g. `feature_dims=...`,
             `num_classes=5`. Unknown names raise `ConfigError`.
@@ -83,9 +86,7 @@ def build_model(config=None, /, *, compile=True, **overrides):
         keras.utils.set_random_seed(config.seed)
     model = get_builder(config.MODEL_NAME)(config)
     if compile:
-        model.compile(
-            optimizer=keras.optimizers.Adam(learning_rate=config.learning_rate)
-        )
+        model.compile(optimizer=FusedAdam(learning_rate=config.learning_rate))
         # Built now, so a saved untrained model holds the full optimizer state.
         model.optimizer.build(model.trainable_variables)
     return model
