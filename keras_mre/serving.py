@@ -142,10 +142,10 @@ def _shape_text(shape):
     return "[" + ", ".join("?" if d is None else str(d) for d in shape) + "]"
 
 
-# gRPC's default 4 MB receive limit is one MOSEI-shaped batch of 4 clips
-# (text 50x768, audio 500x74, vision 500x35 float32); TF Serving's model
-# server accepts messages up to 2 GB, and so do this client and the local
-# server.
+# gRPC's default 4 MB receive limit is passed by a MOSEI-shaped batch of 12
+# clips (text 50x768, audio 500x74, vision 500x35 float32, 370 KB a clip);
+# TF Serving's model server accepts messages up to 2 GB, and so do this
+# client and the local server.
 MAX_MESSAGE_BYTES = 2**31 - 1
 MESSAGE_SIZE_OPTIONS = [
     ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
