@@ -446,33 +446,37 @@ def write_report(args, rates, errors, mmsa_versions, keras_versions):
                 f"{len(rates.get(('mmsa', model, batch), []))}, "
                 f"{len(rates.get(('keras', model, batch), []))} |"
             )
-    lines += ["", "## Targets", ""]
+    lines += [
+        "", "## Targets", "",
+        "Each ratio is given twice: the ratio of the medians over rounds, and the median "
+        "of the per-round ratios (the two jobs of a round ran minutes apart at most, so "
+        "this pairs them under the same machine load). A target counts as met only when "
+        "both meet it.", "",
+    ]
     for batch in sorted(set(args.batch_sizes) | set(args.mult_batch_sizes)):
-        mmsa_lmf = summary.get(("mmsa", "lmf", batch))
+        mmsa_lmf = ("mmsa", "lmf", batch)
         targets = [
             ("keras-mre MRE vs MMSA-LMF", ("keras", "mre", batch), mmsa_lmf, 1.0),
             ("keras-mre LMF vs MMSA-LMF", ("keras", "lmf", batch), mmsa_lmf, 1.5),
-            ("keras-mre MulT vs MMSA-MulT", ("keras", "mult", batch),
-             summary.get(("mmsa", "mult", batch)), 5.0),
-            ("keras-mre MRE step vs keras-mre LMF step (inverse rate)",
-             ("keras", "lmf", batch), summary.get(("keras", "mre", batch)), 1 / 1.5),
+            ("keras-mre MulT vs MMSA-MulT", ("keras", "mult", batch), ("mmsa", "mult", batch), 5.0),
+            ("MRE step / LMF step", ("keras", "lmf", batch), ("keras", "mre", batch), None),
         ]
         for label, job, reference, bar in targets:
-            ours = summary.get(job)
-            if not ours or not reference:
+            if not summary.get(job) or not summary.get(reference):
                 continue
-            ratio = ours / reference
-            if label.startswith("keras-mre MRE step"):
-                step_ratio = 1 / ratio
-                verdict = "met" if step_ratio <= 1.5 else "missed"
+            ratio = summary[job] / summary[reference]
+            paired = _median([a / b for a, b in zip(rates[job], rates[reference])])
+            if bar is None:  # a step-time ratio: inverse rates, target <= 1.5
+                verdict = "met" if max(ratio, paired) <= 1.5 else "missed"
                 lines.append(
-                    f"- batch {batch}, MRE step / LMF step = {step_ratio:.2f} "
-                    f"(target <= 1.5): {verdict}"
+                    f"- batch {batch}, {label} = {ratio:.2f} (paired {paired:.2f}; "
+                    f"target <= 1.5): {verdict}"
                 )
             else:
-                verdict = "met" if ratio >= bar else "missed"
+                verdict = "met" if min(ratio, paired) >= bar else "missed"
                 lines.append(
-                    f"- batch {batch}, {label} = {ratio:.2f}x (target >= {bar}x): {verdict}"
+                    f"- batch {batch}, {label} = {ratio:.2f}x (paired {paired:.2f}x; "
+                    f"target >= {bar}x): {verdict}"
                 )
     if errors:
         lines += ["", "## Runs that failed", ""]
