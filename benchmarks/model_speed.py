@@ -7,8 +7,9 @@ Each model trains on one random batch of MOSEI shapes (text 50x768, audio
 the numbers are the cost of the compiled training step alone, without input
 reading. Each model gets the batch as `keras_mre.train` feeds it: the
 modalities of `model.pooled_modalities()` (audio and vision of MRE, LMF and
-TFN) averaged once per clip, `load_dataset(pool=...)`. Seconds per epoch are `16326 / samples_per_s` (MOSEI's training
-split). Results are printed and, with `--output`, written as Markdown.
+TFN) averaged once per clip, `load_dataset(pool=...)`. Seconds per epoch
+are `16326 / samples_per_s` (MOSEI's training split). Results are printed
+and, with `--output`, written as Markdown.
 """
 
 import argparse
