@@ -79,4 +79,6 @@ class FusedAdam(keras.optimizers.Adam):
 
 def _handle(variable):
     """The resource handle of a Keras or TensorFlow variable."""
-    return getattr(variable, "value", variable).handle
+    if isinstance(variable, keras.Variable):
+        variable = variable.value  # the backing tf.Variable
+    return variable.handle
