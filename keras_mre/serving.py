@@ -293,9 +293,12 @@ class LocalPredictionServer:
         host: Interface to bind.
         port: Port; 0 picks a free one (see `.port`).
         max_workers: Server threads.
+        max_message_bytes: Largest request accepted (default 2 GB, as TF
+            Serving); a larger one fails with `RESOURCE_EXHAUSTED`.
     """
 
-    def __init__(self, export_path, model_name, host="127.0.0.1", port=0, max_workers=4):
+    def __init__(self, export_path, model_name, host="127.0.0.1", port=0, max_workers=4,
+                 max_message_bytes=MAX_MESSAGE_BYTES):
         import grpc
         import tensorflow as tf
         from tensorflow_serving.apis import prediction_service_pb2_grpc
@@ -311,8 +314,17 @@ class LocalPredictionServer:
         self._loaded = tf.saved_model.load(path)
         self._signature_defs = _read_signature_defs(path)
         servicer = _Servicer(self)
+        if (isinstance(max_message_bytes, bool) or not isinstance(max_message_bytes, int)
+                or not 0 < max_message_bytes <= MAX_MESSAGE_BYTES):
+            raise ServingError(
+                f"max_message_bytes must be an integer in 1..{MAX_MESSAGE_BYTES}, got {max_message_bytes!r}"
+            )
         self._server = grpc.server(
-            futures.ThreadPoolExecutor(max_workers=max_workers), options=MESSAGE_SIZE_OPTIONS
+            futures.ThreadPoolExecutor(max_workers=max_workers),
+            options=[
+                ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
+                ("grpc.max_receive_message_length", max_message_bytes),
+            ],
         )
         prediction_service_pb2_grpc.add_PredictionServiceServicer_to_server(servicer, self._server)
         self.port = self._server.add_insecure_port(f"{host}:{port}")

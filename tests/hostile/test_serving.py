@@ -112,10 +112,19 @@ def test_grpc_batch_0_and_batch_10000(client):
     assert large["class_name"].shape == (10000,)
 
 
-def test_grpc_request_larger_than_the_message_limit(client):
-    # 10,000 clips of 50 frames: 26 MB, over the in-process server's 4 MiB gRPC limit.
-    with pytest.raises(ServingError, match=r"Predict to .* \(model 'mre'\) failed: RESOURCE_EXHAUSTED: .*Received message larger than max \(\d+ vs\. 4194304\)"):
-        client.predict(features(batch=10000, frames=50))
+def test_grpc_request_larger_than_the_message_limit(client, tiny_export):
+    # 10,000 clips of 50 frames: 26 MB. Accepted by default (2 GB, as TF
+    # Serving), refused with a clear error by a server with gRPC's usual 4 MiB.
+    big = features(batch=10000, frames=50)
+    assert client.predict(big)["probabilities"].shape == (10000, 3)
+    with serving.LocalPredictionServer(tiny_export.model_base, "mre",
+                                       max_message_bytes=4 * 2**20) as small:
+        with serving.PredictionClient(small.target, "mre", timeout=60) as small_client:
+            with pytest.raises(ServingError, match=r"Predict to .* \(model 'mre'\) failed: RESOURCE_EXHAUSTED: .*Received message larger than max \(\d+ vs\. 4194304\)"):
+                small_client.predict(big)
+    for bad in (0, 2**31, 1.5):
+        with pytest.raises(ServingError, match=r"max_message_bytes must be an integer in 1\.\.2147483647, got "):
+            serving.LocalPredictionServer(tiny_export.model_base, "mre", max_message_bytes=bad)
 
 
 def test_grpc_rejects_bad_lengths(client):
