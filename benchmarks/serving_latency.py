@@ -5,7 +5,7 @@ Trains a small MRE run on simulated data of a preset's shapes (or uses
 loaded SavedModel and through `keras_mre.serving.PredictionClient` against an
 in-process `LocalPredictionServer` (gRPC over 127.0.0.1), for batch sizes 1
 and 32. `--one-core` pins the process to one CPU and runs TensorFlow with one
-thread (the issue's serving target: batch 1 in <= 5 ms median on one core).
+thread (the serving target: batch 1 in <= 5 ms median on one core).
 
     python benchmarks/serving_latency.py [--run RUN] [--repeats 50]
         [--preset sdme|mosei] [--one-core] [--output FILE]
