@@ -29,6 +29,11 @@ class FusedAdam(keras.optimizers.Adam):
     Arguments, `get_config` and saving: those of `keras.optimizers.Adam`
     (this class adds none); `build_model(compile=True)` uses it with
     `config.learning_rate`.
+
+    The fused path overrides `_backend_update_step`, a hook internal to
+    Keras (3.15); should a Keras release stop calling it, updates silently
+    become Adam's own, and `tests/optimizers/test_fused_adam.py` fails on
+    the missing `ResourceApplyAdam`.
     """
 
     def _fused(self):
