@@ -23,6 +23,12 @@ of that many training clips and times one MRE epoch read through
 `keras_mre.data.load_dataset` at batch 64, extrapolated linearly to
 MOSEI's 16,326 training clips.
 
+With `--trace DIR`, Part 4 records `--trace-steps` MRE training steps at
+batch 32 with TensorFlow's profiler into DIR (open it with TensorBoard's
+Profile tab, `tensorboard --logdir DIR`, which needs the
+`tensorboard-plugin-profile` package) and tabulates the op CPU time per step
+by model part, read from the trace itself.
+
 Results are printed and written as Markdown to `--output`.
 """
 
@@ -184,11 +190,77 @@ def epoch_time(clips, batch_size, workdir):
         num_classes=len(info.class_names),
         batch_size=batch_size,
     )
-    train = data.load_dataset(path, "train", batch_size=batch_size, seed=0)
+    train = data.load_dataset(
+        path, "train", batch_size=batch_size, seed=0, pool=model.pooled_modalities()
+    )
     model.fit(train.take(3), epochs=1, verbose=0)
     start = time.perf_counter()
     model.fit(train, epochs=1, verbose=1)
     return time.perf_counter() - start
+
+
+def _scope(name):
+    """Model part of a traced op event `scope/.../op:Type`."""
+    import re
+
+    op, _, op_type = name.partition(":")
+    parts = [re.sub(r"(_\d+)+$", "", p) for p in op.split("/")]
+    gradient = parts[0] == "gradient_tape"
+    if gradient:
+        parts = parts[1:]
+    if len(parts) >= 2 and parts[0].endswith("_model"):
+        part = parts[1]
+    elif len(parts) >= 2:
+        part = parts[0]
+    else:
+        part = f"other ({op_type or op})"
+    return part + (" (gradient)" if gradient else "")
+
+
+def trace_profile(batch_size, steps, logdir):
+    """Profiles `steps` MRE training steps into `logdir`; returns
+    `[(part, ops per step, CPU ms per step)]`, largest first."""
+    import collections
+    import glob
+
+    import tensorflow as tf
+    from tensorflow.tsl.profiler.protobuf import xplane_pb2
+
+    from model_speed import as_trained
+    from model_speed import random_mosei_batch
+
+    features, labels = random_mosei_batch(batch_size)
+    model = build("mre")
+    x = {k: tf.constant(v) for k, v in as_trained(model, features).items()}
+    y = {k: tf.constant(v) for k, v in labels.items()}
+    for _ in range(3):
+        model.train_on_batch(x, y)
+    tf.profiler.experimental.start(logdir)
+    for _ in range(steps):
+        model.train_on_batch(x, y)
+    tf.profiler.experimental.stop()
+    path = sorted(glob.glob(os.path.join(logdir, "**", "*.xplane.pb"), recursive=True))[-1]
+    space = xplane_pb2.XSpace.FromString(pathlib.Path(path).read_bytes())
+    count, picoseconds = collections.Counter(), collections.Counter()
+    for plane in space.planes:
+        names = {key: meta.name for key, meta in plane.event_metadata.items()}
+        for line in plane.lines:
+            if not line.name.startswith("tf_Compute"):
+                continue
+            for event in line.events:
+                name = names.get(event.metadata_id, "")
+                if name == "CpuExecutable::ExecuteAsyncOnStream":
+                    part = "XLA-compiled code (the LSTM recurrence)"
+                elif ":" in name and "::" not in name:  # an op, `scope/op:Type`
+                    part = _scope(name)
+                else:
+                    continue
+                count[part] += 1
+                picoseconds[part] += event.duration_ps
+    return [
+        (part, count[part] / steps, picoseconds[part] / 1e9 / steps)
+        for part, _ in picoseconds.most_common()
+    ]
 
 
 def main(argv=None):
@@ -199,6 +271,8 @@ def main(argv=None):
     parser.add_argument("--epoch-clips", type=int, default=2048,
                         help="simulated clips for Part 3 (0 skips it)")
     parser.add_argument("--output", default=str(ROOT / "benchmarks" / "results" / "mre_step_profile.md"))
+    parser.add_argument("--trace", help="write a profiler trace of MRE steps here (Part 4)")
+    parser.add_argument("--trace-steps", type=int, default=20)
     args = parser.parse_args(argv)
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     from tqdm import tqdm
@@ -253,6 +327,20 @@ def main(argv=None):
             f"Peak RSS of the whole process: "
             f"{resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024 / 1024:.2f} GB.",
         ]
+    if args.trace:
+        parts = trace_profile(32, args.trace_steps, args.trace)
+        lines += [
+            "",
+            f"## Part 4: op CPU time of an MRE step by model part, batch 32 (profiler trace in `{args.trace}`)",
+            "",
+            f"{args.trace_steps} traced steps. CPU time is summed over TensorFlow's "
+            "inter-op threads, so with two threads it can exceed the step's wall time; "
+            "ops that ran inside the XLA-compiled loop count in its row.",
+            "",
+            "| part | ops per step | CPU ms per step |",
+            "|---|---|---|",
+        ]
+        lines += [f"| {part} | {ops:.0f} | {ms:.2f} |" for part, ops, ms in parts if ms >= 0.05]
     load_after = os.getloadavg()
     lines.insert(
         7, f"- Load average (1/5/15 min) at end: {' / '.join(f'{v:.2f}' for v in load_after)}"
