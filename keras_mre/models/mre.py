@@ -6,12 +6,11 @@ from keras import ops
 from keras_mre.config import MREConfig
 from keras_mre.data import schema
 from keras_mre.layers import LowRankFusion
-from keras_mre.layers import LSTMEncoder
-from keras_mre.layers import MaskedMeanDNNEncoder
 from keras_mre.layers import RelevanceAttention
 from keras_mre.losses import CategoryContrastiveLoss
 from keras_mre.losses import RelevantSemanticLoss
 from keras_mre.models.emotion_model import EmotionModel
+from keras_mre.models.lmf import encode_modalities
 from keras_mre.models.registry import register_model
 
 
@@ -50,25 +49,7 @@ class MREModel(EmotionModel):
         config = self.resolve_config(config)
         d = config.hidden_dim
         inputs = self.make_inputs(config)
-        encoded = []
-        for modality in config.modalities:
-            if modality in config.sequence_modalities:
-                encoder = LSTMEncoder(
-                    d,
-                    dropout=config.dropout,
-                    implementation=config.lstm_implementation,
-                    name=f"{modality}_encoder",
-                )
-            else:
-                encoder = MaskedMeanDNNEncoder(
-                    d,
-                    num_layers=config.dnn_layers,
-                    dropout=config.dropout,
-                    name=f"{modality}_encoder",
-                )
-            encoded.append(
-                encoder(inputs[modality], inputs[schema.length_key(modality)])
-            )
+        encoded = encode_modalities(config, inputs, d)
         bag = ops.stack(encoded, axis=1)
         relevance = RelevanceAttention(
             config.num_classes,
