@@ -147,10 +147,14 @@ def _shape_text(shape):
 # TF Serving's model server accepts messages up to 2 GB, and so do this
 # client and the local server.
 MAX_MESSAGE_BYTES = 2**31 - 1
-MESSAGE_SIZE_OPTIONS = [
-    ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
-    ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
-]
+
+
+def message_size_options(max_receive=MAX_MESSAGE_BYTES):
+    """gRPC channel/server options: send up to 2 GB, receive `max_receive`."""
+    return [
+        ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
+        ("grpc.max_receive_message_length", max_receive),
+    ]
 
 
 class PredictionClient:
@@ -184,7 +188,7 @@ class PredictionClient:
         self.version = version
         self._inputs = inputs
         self._own_channel = channel is None
-        self._channel = channel or grpc.insecure_channel(target, options=MESSAGE_SIZE_OPTIONS)
+        self._channel = channel or grpc.insecure_channel(target, options=message_size_options())
         self._stub = prediction_service_pb2_grpc.PredictionServiceStub(self._channel)
 
     @classmethod
@@ -321,10 +325,7 @@ class LocalPredictionServer:
             )
         self._server = grpc.server(
             futures.ThreadPoolExecutor(max_workers=max_workers),
-            options=[
-                ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
-                ("grpc.max_receive_message_length", max_message_bytes),
-            ],
+            options=message_size_options(max_message_bytes),
         )
         prediction_service_pb2_grpc.add_PredictionServiceServicer_to_server(servicer, self._server)
         self.port = self._server.add_insecure_port(f"{host}:{port}")
