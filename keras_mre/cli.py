@@ -20,6 +20,7 @@ import os
 import re
 import sys
 import time
+import warnings
 
 from keras_mre.errors import ConfigError
 from keras_mre.errors import KerasMREError
@@ -409,6 +410,21 @@ def _import_tensorflow_quietly():
         os.close(null)
 
 
+def _show_own_warnings(message, category, filename, lineno, file=None, line=None):
+    """`warnings.showwarning` for the CLI: the package's own RuntimeWarnings
+    as one `keras-mre: warning: ...` line; any other warning as Python
+    shows it."""
+    own = (f"{os.sep}keras_mre{os.sep}", f"{os.sep}keras_mre_pipelines{os.sep}",
+           f"{os.sep}pipelines{os.sep}")
+    if issubclass(category, RuntimeWarning) and any(part in filename for part in own):
+        print(f"{PROG}: warning: {_one_line(message)}", file=file or sys.stderr)
+        return
+    _python_showwarning(message, category, filename, lineno, file, line)
+
+
+_python_showwarning = warnings.showwarning
+
+
 def main(argv=None):
     """Entry point of `keras-mre`; returns the exit status."""
     argv = list(sys.argv[1:] if argv is None else argv)
@@ -423,7 +439,9 @@ def main(argv=None):
     try:
         if not args.debug:
             _import_tensorflow_quietly()
-        return int(args.handler(args) or 0)
+        with warnings.catch_warnings():
+            warnings.showwarning = _show_own_warnings
+            return int(args.handler(args) or 0)
     except KeyboardInterrupt:
         print(f"{PROG}: interrupted", file=sys.stderr)
         return 130

@@ -2,12 +2,15 @@
 
 import copy
 import dataclasses
+import json
 import math
 import numbers
 import os
 import re
 import shutil
+import socket
 import tempfile
+import warnings
 from collections.abc import Mapping
 
 import numpy as np
@@ -310,6 +313,58 @@ def _check_target(out_dir, overwrite):
         )
 
 
+_WRITER_FILE = ".writer.json"
+
+
+def _record_writer(tmp_dir):
+    """Notes which process writes `tmp_dir`, so a later writer can tell a
+    directory left by a killed one from one still being written."""
+    with open(os.path.join(tmp_dir, _WRITER_FILE), "w") as f:
+        json.dump({"pid": os.getpid(), "host": socket.gethostname()}, f)
+
+
+def _process_alive(pid):
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # alive, owned by another user
+        return True
+    return True
+
+
+def _remove_stale_partials(out_dir):
+    """Removes the `.NAME.XXXX.partial` siblings of `out_dir` left by writers
+    of this host that are no longer running; returns their paths.
+
+    A directory whose writer is unknown (no or unreadable writer file), on
+    another host, or still running is left alone.
+    """
+    parent, base = os.path.split(out_dir)
+    pattern = re.compile(rf"^\.{re.escape(base)}\.[^.]+\.partial$")
+    try:
+        names = sorted(os.listdir(parent))
+    except OSError:
+        return []
+    host = socket.gethostname()
+    removed = []
+    for entry in names:
+        path = os.path.join(parent, entry)
+        if not pattern.match(entry) or not os.path.isdir(path):
+            continue
+        try:
+            with open(os.path.join(path, _WRITER_FILE)) as f:
+                writer = json.load(f)
+            pid, writer_host = int(writer["pid"]), str(writer["host"])
+        except (OSError, ValueError, KeyError, TypeError):
+            continue
+        if writer_host != host or pid == os.getpid() or _process_alive(pid):
+            continue
+        shutil.rmtree(path, ignore_errors=True)
+        removed.append(path)
+    return removed
+
+
 def _write_split(tmp_dir, split, clips, encoder, shard_size, compression, progress, name):
     import tensorflow as tf
     from tqdm.auto import tqdm
@@ -371,7 +426,10 @@ def write_dataset(
     The data set is written into a temporary sibling directory, every file
     is fsynced, `dataset.json` is written last, and the directory is renamed
     to `out_dir` only when complete: a crash never leaves a half-written data
-    set under `out_dir`.
+    set under `out_dir`. The temporary directory records its writer's process
+    id and host; temporary directories of `out_dir` left by killed writers of
+    this host are removed at the start of the next write, with a
+    `RuntimeWarning` naming them.
 
     Args:
         out_dir: Target directory; must not exist unless `overwrite`.
@@ -427,12 +485,22 @@ def write_dataset(
         m: bool(unimodal_labels.get(m, False)) for m in feature_dims
     }
     encoder = _ClipEncoder(feature_dims, max_lengths, len(class_names), declared, has_score)
+    stale = _remove_stale_partials(out_dir)
+    if stale:
+        warnings.warn(
+            f"{out_dir}: removed {len(stale)} temporary director"
+            f"{'y' if len(stale) == 1 else 'ies'} left by killed writers: "
+            + ", ".join(os.path.basename(path) for path in stale),
+            RuntimeWarning,
+            stacklevel=2,
+        )
     tmp_dir = tempfile.mkdtemp(prefix=f".{os.path.basename(out_dir)}.", suffix=".partial",
                                dir=parent)
     umask = os.umask(0)
     os.umask(umask)
     os.chmod(tmp_dir, 0o777 & ~umask)
     try:
+        _record_writer(tmp_dir)
         splits = {}
         shards = {}
         class_counts = {}
@@ -461,6 +529,7 @@ def write_dataset(
             format_version=FORMAT_VERSION,
         )
         save_info(info, tmp_dir)
+        os.remove(os.path.join(tmp_dir, _WRITER_FILE))
         _fsync_dir(tmp_dir)
         trash = None
         if os.path.lexists(out_dir):

@@ -287,6 +287,39 @@ def test_overwrite_rules(tmp_path):
     assert (other / "x.txt").read_text() == "keep"
 
 
+def _partial(parent, base, suffix, writer):
+    path = parent / f".{base}.{suffix}.partial"
+    path.mkdir()
+    (path / "train-00000.partial").write_bytes(b"half a shard")
+    if writer is not None:
+        (path / ".writer.json").write_text(json.dumps(writer))
+    return path
+
+
+def test_next_write_removes_partials_of_killed_writers(tmp_path):
+    import socket
+    import subprocess
+    import sys
+
+    finished = subprocess.Popen([sys.executable, "-c", "pass"])
+    finished.wait()  # its pid now names no running process
+    host = socket.gethostname()
+    dead = _partial(tmp_path, "ds", "dead1234", {"pid": finished.pid, "host": host})
+    running = _partial(tmp_path, "ds", "live1234", {"pid": os.getppid(), "host": host})
+    elsewhere = _partial(tmp_path, "ds", "host1234", {"pid": finished.pid, "host": host + "-x"})
+    unknown = _partial(tmp_path, "ds", "anon1234", None)
+    other_set = _partial(tmp_path, "other", "dead5678", {"pid": finished.pid, "host": host})
+    with pytest.warns(RuntimeWarning, match=r"ds: removed 1 temporary directory left by "
+                                            r"killed writers: \.ds\.dead1234\.partial$"):
+        write(tmp_path / "ds", {"train": make_clips("a", 2)})
+    assert not dead.exists()
+    for kept in (running, elsewhere, unknown, other_set):
+        assert (kept / "train-00000.partial").exists()
+    # The writer file is not part of the finished data set.
+    assert ".writer.json" not in os.listdir(tmp_path / "ds")
+    assert data.verify_dataset(tmp_path / "ds") == {"train": 2}
+
+
 def test_dataset_json_example_keys(tmp_path):
     write(tmp_path / "ds", {"train": make_clips("a", 2)}, provenance={"source": "test"},
           skipped=[{"id": "z", "split": "train", "reason": "no audio"}])

@@ -88,10 +88,13 @@ cli.main(["convert", "mmsa", {str(source)!r}, "--out", {str(out)!r}, "--shard-si
         data.load_info(out)
     status, _, err = cli("train", "--data", out, "--out", tmp_path / "run")
     assert_one_line_error(status, err, r"out: data set directory not found")
-    # The next convert redoes the work and gives a complete data set.
+    # The next convert redoes the work, gives a complete data set, and
+    # removes (and names) the killed writer's temporary directory.
     status, _, err = cli("convert", "mmsa", source, "--out", out, "--no-progress")
     assert status == 0, err
     assert data.verify_dataset(out) == {"train": 12, "valid": 12, "test": 12}
+    assert sorted(os.listdir(tmp_path)) == ["mosi.pkl", "out"]
+    assert f"removed 1 temporary directory left by killed writers: {leftovers[0]}" in err
 
 
 @pytest.mark.slow
