@@ -59,7 +59,7 @@ class WeightedF1Score(keras.metrics.Metric):
 
     def reset_state(self):
         for variable in (self.true_positives, self.predicted, self.support):
-            variable.assign(ops.zeros_like(variable))
+            variable.assign(ops.zeros(variable.shape, variable.dtype))
 
     def get_config(self):
         return {"num_classes": self.num_classes, "name": self.name, "dtype": self.dtype}

@@ -165,6 +165,18 @@ class LSTMEncoder(keras.layers.Layer):
             kernel = ops.convert_to_tensor(self.cell.recurrent_kernel)
             picked = lstm_last_state(gates, kernel, lengths)
             return self.dropout_layer(picked, training=training)
+        if keras.config.backend() != "tensorflow":
+            # Static shapes (JAX compiles every step function): project and
+            # run every step. A step after a clip's last valid one never
+            # changes the output picked at that step, so the values are
+            # those of the path below.
+            gates = ops.matmul(inputs, self.kernel) + self.bias
+            gates = ops.pad(gates, [[0, 0], [0, 0 if steps else 1], [0, 0]])
+            outputs = self.rnn(gates)
+            last = ops.arange(ops.shape(outputs)[1], dtype="int32")[None, :]
+            last = ops.cast(last == lengths[:, None] - 1, outputs.dtype)
+            picked = ops.sum(outputs * last[:, :, None], axis=1)
+            return self.dropout_layer(picked, training=training)
         gates = self._project_valid_steps(inputs, valid, lambda r: r)
         gates = ops.reshape(gates, (batch, steps, 4 * units))
         # The loop runs over the first max(lengths) steps only, and over at

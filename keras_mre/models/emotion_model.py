@@ -189,6 +189,13 @@ class EmotionModel(keras.Model):
             inputs = self._check_inputs(inputs)
         return super().__call__(inputs, *args, **kwargs)
 
+    def call(self, inputs, training=None, mask=None, **kwargs):
+        # Also here: on JAX, fit/evaluate/predict reach `call` through
+        # `stateless_call`, not `__call__`.
+        if isinstance(inputs, dict):
+            inputs = self._check_inputs(inputs)
+        return super().call(inputs, training=training, mask=mask, **kwargs)
+
     # === Loss and metrics ===
 
     @staticmethod

@@ -1,0 +1,90 @@
+"""The models on Keras' JAX backend: training, metrics, and `.keras` files
+that load and predict the same under TensorFlow."""
+
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+pytest.importorskip("jax")
+
+DIMS = {"text": 6, "audio": 3, "vision": 4}
+# Small MulT: its compile time on JAX grows with the number of blocks.
+MODELS = {
+    "mre": {},
+    "lmf": {},
+    "mult": {"model_dim": 8, "num_heads": 2, "num_layers": 1, "memory_layers": 1},
+}
+
+_JAX_SCRIPT = r"""
+import json, sys
+import numpy as np
+import keras
+import keras_mre
+
+assert keras.config.backend() == "jax", keras.config.backend()
+out_dir, dims, models = sys.argv[1], json.loads(sys.argv[2]), json.loads(sys.argv[3])
+data = dict(np.load(f"{out_dir}/batch.npz"))
+x = {k: v for k, v in data.items() if k != "emotion"}
+y = {"emotion": data["emotion"]}
+results = {}
+for name, overrides in models.items():
+    model = keras_mre.build_model(name, feature_dims=dims, num_classes=3, seed=0,
+                                  batch_size=8, **overrides)
+    history = model.fit(x, y, epochs=1, batch_size=8, verbose=0)
+    first = model.evaluate(x, y, verbose=0, return_dict=True)
+    again = model.evaluate(x, y, verbose=0, return_dict=True)  # metrics reset
+    predicted = model.predict(dict(x, id=np.arange(16)), verbose=0)["emotion"]
+    model.save(f"{out_dir}/{name}.keras")
+    results[name] = {
+        "loss": [float(v) for v in history.history["loss"]],
+        "evaluate": [first, again],
+        "predicted": np.asarray(predicted).tolist(),
+    }
+print(json.dumps(results))
+"""
+
+
+def _batch(path):
+    rng = np.random.default_rng(0)
+    lengths = {"text": [5, 0, 3, 5, 1, 4, 5, 2] * 2, "audio": [7] * 16, "vision": [4, 0] * 8}
+    batch = {"emotion": np.tile([0, 1, 2, 1], 4).astype("int32")}
+    for m, d in DIMS.items():
+        frames = rng.normal(size=(16, max(lengths[m]) + 1, d)).astype("float32")
+        for i, n in enumerate(lengths[m]):
+            frames[i, n:] = 0.0
+        batch[m] = frames
+        batch[f"{m}_length"] = np.asarray(lengths[m], "int32")
+    np.savez(path, **batch)
+    return batch
+
+
+@pytest.mark.slow
+def test_models_train_on_jax_and_their_files_predict_the_same_on_tensorflow(tmp_path):
+    import keras_mre
+
+    batch = _batch(tmp_path / "batch.npz")
+    env = dict(os.environ, KERAS_BACKEND="jax", JAX_PLATFORMS="cpu")
+    done = subprocess.run(
+        [sys.executable, "-c", _JAX_SCRIPT, str(tmp_path), json.dumps(DIMS), json.dumps(MODELS)],
+        env=env, capture_output=True, text=True, timeout=900,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    results = json.loads(done.stdout.strip().splitlines()[-1])
+    x = {k: v for k, v in batch.items() if k != "emotion"}
+    for name in MODELS:
+        result = results[name]
+        assert all(np.isfinite(result["loss"])), (name, result["loss"])
+        first, again = result["evaluate"]
+        assert first == pytest.approx(again), name  # metric state resets between runs
+        predicted = np.asarray(result["predicted"])
+        assert predicted.shape == (16, 3)
+        np.testing.assert_allclose(predicted.sum(-1), 1.0, atol=1e-5)
+        # The same file, loaded under this process's TensorFlow backend.
+        loaded = keras_mre.models.load_model(tmp_path / f"{name}.keras")
+        np.testing.assert_allclose(
+            loaded.predict(x, verbose=0)["emotion"], predicted, atol=1e-4, err_msg=name
+        )
