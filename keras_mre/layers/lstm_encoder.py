@@ -55,7 +55,9 @@ class LSTMEncoder(keras.layers.Layer):
     4 * units]` (most of an LSTM's work at BERT widths); padding steps are
     neither projected nor differentiated. Only the recurrent product
     `h_{t-1} U` runs step by step, in Keras' RNN loop, and only for the
-    first `max(lengths)` steps of the batch.
+    first `max(lengths)` steps of the batch. (On backends other than
+    TensorFlow every step is projected and run, with static shapes; the
+    output is the same.)
 
     Each clip's output is its hidden state after step `length - 1`, picked
     from the loop's outputs, so steps after a clip's end never affect it:
