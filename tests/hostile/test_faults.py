@@ -6,6 +6,7 @@ clear error or redoes the work. Each kill happens at a fixed point inside a
 subprocess (the process sends itself SIGKILL), so the tests are exact.
 """
 
+import contextlib
 import json
 import os
 import pickle
@@ -172,10 +173,13 @@ def _can_mount_tmpfs(path):
 
 @pytest.fixture(params=["tmpfs", "file-size-limit"])
 def full_disk(request, tmp_path):
-    """A directory that takes 64 KiB: a tmpfs mount (needs root) or RLIMIT_FSIZE.
+    """`(directory, limit)`: a directory that takes 64 KiB, a tmpfs mount
+    (needs root) or RLIMIT_FSIZE, and a context manager to write under.
 
     Python ignores SIGXFSZ, so under the file size limit a write past it
-    fails with EFBIG ("File too large") instead of killing the process.
+    fails with EFBIG ("File too large") instead of killing the process. The
+    limit holds only inside `limit()`: it applies to every file of the
+    process, pytest's own output included.
     """
     mount = tmp_path / "small"
     mount.mkdir()
@@ -183,23 +187,30 @@ def full_disk(request, tmp_path):
         if not _can_mount_tmpfs(mount):
             pytest.skip("mounting a tmpfs needs root and the mount program")
         try:
-            yield mount
+            yield mount, contextlib.nullcontext
         finally:
             subprocess.run(["umount", str(mount)], check=False)
         return
-    soft, hard = resource.getrlimit(resource.RLIMIT_FSIZE)
-    resource.setrlimit(resource.RLIMIT_FSIZE, (64 * 1024, hard))
-    try:
-        yield mount
-    finally:
-        resource.setrlimit(resource.RLIMIT_FSIZE, (soft, hard))
+
+    @contextlib.contextmanager
+    def limit():
+        soft, hard = resource.getrlimit(resource.RLIMIT_FSIZE)
+        resource.setrlimit(resource.RLIMIT_FSIZE, (64 * 1024, hard))
+        try:
+            yield
+        finally:
+            resource.setrlimit(resource.RLIMIT_FSIZE, (soft, hard))
+
+    yield mount, limit
 
 
 def test_full_disk_while_writing_shards(full_disk, cli):
-    target = full_disk / "sdme"
-    status, _, err = cli("synth", "--out", target, "--num-clips", "40", "--no-progress")
+    directory, limit = full_disk
+    target = directory / "sdme"
+    with limit():
+        status, _, err = cli("synth", "--out", target, "--num-clips", "40", "--no-progress")
     assert_one_line_error(status, err, r"\.sdme\..*\.partial/train-00000\.partial; (No space left on device|File too large)")
-    assert os.listdir(full_disk) == []
+    assert os.listdir(directory) == []
 
 
 def test_full_disk_from_the_library(full_disk):
@@ -207,10 +218,12 @@ def test_full_disk_from_the_library(full_disk):
 
     from .conftest import write_tiny
 
+    directory, limit = full_disk
     dims = {"text": 512, "audio": 4}
     with pytest.raises((tf.errors.OpError, OSError), match=r"No space left on device|File too large"):
-        write_tiny(str(full_disk / "big"), dims=dims, shard_size=100)
-    assert os.listdir(full_disk) == []
+        with limit():
+            write_tiny(str(directory / "big"), dims=dims, shard_size=100)
+    assert os.listdir(directory) == []
 
 
 def _free_port():
