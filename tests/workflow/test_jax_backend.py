@@ -13,9 +13,9 @@ pytest.importorskip("jax")
 
 DIMS = {"text": 6, "audio": 3, "vision": 4}
 # Small MulT: its compile time on JAX grows with the number of blocks.
+# MRE covers LSTMEncoder, the relevance module and both extra losses.
 MODELS = {
     "mre": {},
-    "lmf": {},
     "mult": {"model_dim": 8, "num_heads": 2, "num_layers": 1, "memory_layers": 1},
 }
 
