@@ -334,7 +334,7 @@ def _process_alive(pid):
 
 
 def _remove_stale_partials(out_dir):
-    """Removes the `.NAME.XXXX.partial` siblings of `out_dir` left by writers
+    """Removes the `.NAME.<random>.partial` siblings of `out_dir` left by writers
     of this host that are no longer running; returns their paths.
 
     A directory whose writer is unknown (no or unreadable writer file), on
