@@ -26,7 +26,11 @@ own training loop:
   as MMSA does, so they read at most 50 frames.
 
 keras-mre's models get what they get in training: the full zero-padded
-sequences and their lengths, `[B, T, D]` and `[B]`.
+sequences and their lengths, `[B, T, D]` and `[B]`. keras-mre's MulT is
+configured with MMSA's own MOSEI setting (`MMSA_MOSEI_MULT`: per-modality
+kernels, attention dropout only where text is the source and in the
+self-attention transformers, no dropout inside the transformers); the MMSA
+worker checks that setting against MMSA's config file before timing.
 """
 
 import argparse
@@ -47,6 +51,48 @@ SHAPES = {"text": (50, 768), "audio": (500, 74), "vision": (500, 35)}
 NUM_CLASSES = 3
 MMSA_MODELS = ("lmf", "mult", "misa")
 KERAS_MODELS = ("mre", "lmf", "mult", "misa")
+# MMSA 2.2.1's MulT hyper-parameters for MOSEI (config_regression.json) as
+# `MulTConfig` fields, and the MMSA names they come from.
+MMSA_MOSEI_MULT = {
+    "model_dim": 30,  # dst_feature_dim_nheads[0]
+    "num_heads": 6,  # dst_feature_dim_nheads[1]
+    "num_layers": 4,  # nlevels
+    "conv_kernel_sizes": {"text": 5, "audio": 1, "vision": 3},  # conv1d_kernel_size_*
+    "attention_dropout": 0.4,  # attn_dropout
+    "source_attention_dropout": {"audio": 0.0, "vision": 0.0},  # attn_dropout_a/_v
+    "transformer_dropout": 0.0,  # embed_dropout, res_dropout, relu_dropout
+    "input_dropout": {"text": 0.3},  # text_dropout
+    "dropout": 0.5,  # output_dropout
+}
+
+
+def check_mmsa_mult_setting(args):
+    """Raises if MMSA's MOSEI MulT setting differs from `MMSA_MOSEI_MULT`."""
+    expected = MMSA_MOSEI_MULT
+    actual = {
+        "model_dim": args["dst_feature_dim_nheads"][0],
+        "num_heads": args["dst_feature_dim_nheads"][1],
+        "num_layers": args["nlevels"],
+        "conv_kernel_sizes": {
+            "text": args["conv1d_kernel_size_l"],
+            "audio": args["conv1d_kernel_size_a"],
+            "vision": args["conv1d_kernel_size_v"],
+        },
+        "attention_dropout": args["attn_dropout"],
+        "source_attention_dropout": {
+            "audio": args["attn_dropout_a"], "vision": args["attn_dropout_v"]
+        },
+        "transformer_dropout": max(
+            args["embed_dropout"], args["res_dropout"], args["relu_dropout"]
+        ),
+        "input_dropout": {"text": args["text_dropout"]},
+        "dropout": args["output_dropout"],
+    }
+    if actual != expected:
+        raise RuntimeError(
+            f"MMSA's MOSEI MulT setting {actual} differs from MMSA_MOSEI_MULT "
+            f"{expected}; update MMSA_MOSEI_MULT in {__file__}"
+        )
 
 
 def make_batch(batch_size, seed):
@@ -140,6 +186,8 @@ class _MMSARunner(_StepTimer):
         torch = self.torch
         nn = torch.nn
         args = self._args(model_name)
+        if model_name == "mult":
+            check_mmsa_mult_setting(args)
         data = make_batch(batch_size, seed=batch_size)
         if model_name == "lmf":  # MMSA's loader averages them for LMF
             data = pool_frames(data, ("audio", "vision"))
@@ -233,11 +281,13 @@ class _KerasRunner(_StepTimer):
         tf = self.tf
         data = make_batch(batch_size, seed=batch_size)
         feature_dims = {m: SHAPES[m][1] for m in ("text", "audio", "vision")}
+        options = MMSA_MOSEI_MULT if model_name == "mult" else {}
         model = keras_mre.build_model(
             model_name,
             feature_dims=feature_dims,
             num_classes=NUM_CLASSES,
             batch_size=batch_size,
+            **options,
         )
         data = pool_frames(data, model.pooled_modalities())
         x = {k: tf.constant(v) for k, v in data.items() if k != "label"}

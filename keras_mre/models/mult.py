@@ -6,8 +6,9 @@ from typing import ClassVar
 import keras
 from keras import ops
 
-from keras_mre.config import ModelConfig
+from keras_mre.config import ModelConfig, _is_int, _is_number
 from keras_mre.data import schema
+from keras_mre.errors import ConfigError
 from keras_mre.layers.crossmodal_transformer import CrossmodalTransformer
 from keras_mre.models.emotion_model import EmotionModel
 from keras_mre.models.registry import register_model
@@ -15,7 +16,24 @@ from keras_mre.models.registry import register_model
 
 @dataclasses.dataclass
 class MulTConfig(ModelConfig):
-    """Hyper-parameters of `MulTModel` (defaults: MMSA's MOSEI setting).
+    """Hyper-parameters of `MulTModel`.
+
+    The widths and depths default to MMSA's MOSEI setting; the dropouts
+    default to one rate per kind. MMSA's own MOSEI setting (per-source
+    attention dropout, per-modality kernels, no dropout inside the
+    transformers) is spelled out with the per-modality fields:
+
+    ```python
+    MulTConfig(
+        feature_dims={"text": 768, "audio": 74, "vision": 35},
+        conv_kernel_sizes={"text": 5, "audio": 1, "vision": 3},
+        attention_dropout=0.4,
+        source_attention_dropout={"audio": 0.0, "vision": 0.0},
+        transformer_dropout=0.0,
+        input_dropout={"text": 0.3},
+        dropout=0.5,
+    )
+    ```
 
     Args:
         model_dim: width `d` every modality is projected to.
@@ -25,7 +43,21 @@ class MulTConfig(ModelConfig):
             transformer.
         conv_kernel_size: kernel of the temporal 1-D convolution projecting
             each modality to `model_dim` ("same" padding).
-        attention_dropout: dropout on attention weights.
+        conv_kernel_sizes: per-modality kernels overriding
+            `conv_kernel_size` (keys: modality names).
+        attention_dropout: dropout on the attention weights of the
+            self-attention transformers and of every crossmodal transformer
+            whose source has no entry in `source_attention_dropout`.
+        source_attention_dropout: per-source-modality dropout on attention
+            weights: the crossmodal transformers reading that modality use
+            it (MMSA's `attn_dropout_a` / `attn_dropout_v`).
+        transformer_dropout: dropout on the scaled embeddings and the
+            residual branches inside every transformer; None uses `dropout`.
+        input_dropout: per-modality dropout on the input features, before
+            the projection (MMSA's `text_dropout`); modalities without an
+            entry get none.
+        dropout: (from `ModelConfig`) dropout of the output residual block,
+            and of the transformers when `transformer_dropout` is None.
     """
 
     MODEL_NAME: ClassVar[str] = "mult"
@@ -35,7 +67,20 @@ class MulTConfig(ModelConfig):
     num_layers: int = 4
     memory_layers: int = 3
     conv_kernel_size: int = 3
+    conv_kernel_sizes: dict[str, int] = dataclasses.field(default_factory=dict)
     attention_dropout: float = 0.1
+    source_attention_dropout: dict[str, float] = dataclasses.field(
+        default_factory=dict
+    )
+    transformer_dropout: float | None = None
+    input_dropout: dict[str, float] = dataclasses.field(default_factory=dict)
+
+    def __post_init__(self):
+        for name in ("conv_kernel_sizes", "source_attention_dropout",
+                     "input_dropout"):
+            if isinstance(getattr(self, name), dict):
+                setattr(self, name, dict(getattr(self, name)))
+        super().__post_init__()
 
     def validate(self):
         super().validate()
@@ -43,7 +88,48 @@ class MulTConfig(ModelConfig):
                      "conv_kernel_size"):
             self._check_positive_int(name)
         self._check_rate("attention_dropout")
+        if self.transformer_dropout is not None:
+            self._check_rate("transformer_dropout")
         self._check_divides("num_heads", "model_dim")
+        self._check_per_modality("conv_kernel_sizes", "a positive integer",
+                                 lambda v: _is_int(v) and v > 0)
+        for name in ("source_attention_dropout", "input_dropout"):
+            self._check_per_modality(name, "a rate in [0, 1)",
+                                     _is_rate)
+
+    def _check_per_modality(self, name, expected, accept):
+        mapping = getattr(self, name)
+        for key, value in mapping.items():
+            if key not in self.feature_dims:
+                raise ConfigError(
+                    f"{name}={mapping!r}: {key!r} is not a modality of "
+                    f"feature_dims {self.modalities}"
+                )
+            if not accept(value):
+                raise ConfigError(
+                    f"{name}[{key!r}]={value!r}: expected {expected}"
+                )
+
+    def kernel_size(self, modality):
+        """The projection kernel of `modality`."""
+        return self.conv_kernel_sizes.get(modality, self.conv_kernel_size)
+
+    def attention_rate(self, source):
+        """Attention-weight dropout of the transformers reading `source`
+        (None: the self-attention transformers)."""
+        if source is None:
+            return self.attention_dropout
+        return self.source_attention_dropout.get(source, self.attention_dropout)
+
+    def inner_dropout(self):
+        """Dropout inside the transformers."""
+        if self.transformer_dropout is None:
+            return self.dropout
+        return self.transformer_dropout
+
+
+def _is_rate(value):
+    return _is_number(value) and 0.0 <= value < 1.0
 
 
 def _last_valid(sequence, lengths):
@@ -89,9 +175,13 @@ class MulTModel(EmotionModel):
         for modality in modalities:
             frames = inputs[modality]
             length = inputs[schema.length_key(modality)]
+            if config.input_dropout.get(modality, 0.0) > 0.0:
+                frames = keras.layers.Dropout(
+                    config.input_dropout[modality], name=f"{modality}_dropout"
+                )(frames)
             projected[modality] = keras.layers.Conv1D(
                 config.model_dim,
-                config.conv_kernel_size,
+                config.kernel_size(modality),
                 padding="same",
                 use_bias=False,
                 name=f"{modality}_projection",
@@ -109,8 +199,8 @@ class MulTModel(EmotionModel):
                         config.model_dim,
                         config.num_heads,
                         config.num_layers,
-                        dropout=config.dropout,
-                        attention_dropout=config.attention_dropout,
+                        dropout=config.inner_dropout(),
+                        attention_dropout=config.attention_rate(source),
                         name=f"{source}_to_{target}",
                     )(
                         projected[target],
@@ -124,8 +214,8 @@ class MulTModel(EmotionModel):
                 width,
                 config.num_heads,
                 config.memory_layers,
-                dropout=config.dropout,
-                attention_dropout=config.attention_dropout,
+                dropout=config.inner_dropout(),
+                attention_dropout=config.attention_rate(None),
                 name=f"{target}_memory",
             )(joined, lengths[target])
             heads.append(_last_valid(memory, lengths[target]))

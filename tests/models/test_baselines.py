@@ -225,3 +225,82 @@ def test_pooled_modalities_give_the_same_outputs_pooled_once(name):
             keras.ops.convert_to_numpy(once[key]), keras.ops.convert_to_numpy(full[key]),
             rtol=1e-4, atol=1e-5, err_msg=key,
         )
+
+
+MMSA_STYLE_MULT = {
+    "conv_kernel_sizes": {"text": 5, "audio": 1},
+    "attention_dropout": 0.4,
+    "source_attention_dropout": {"audio": 0.0, "vision": 0.25},
+    "transformer_dropout": 0.0,
+    "input_dropout": {"text": 0.3},
+    "dropout": 0.5,
+}
+
+
+def test_mult_per_modality_kernels_and_dropouts(tmp_path):
+    model = small_model("mult", **MMSA_STYLE_MULT)
+    layers = {layer.name: layer for layer in model.layers}
+    kernels = {m: layers[f"{m}_projection"].kernel_size[0] for m in DIMS}
+    assert kernels == {"text": 5, "audio": 1, "vision": 3}
+    attention = {name: layer.attention_dropout for name, layer in layers.items()
+                 if "_to_" in name or name.endswith("_memory")}
+    assert attention == {
+        "audio_to_text": 0.0, "vision_to_text": 0.25,
+        "text_to_audio": 0.4, "vision_to_audio": 0.25,
+        "text_to_vision": 0.4, "audio_to_vision": 0.0,
+        "text_memory": 0.4, "audio_memory": 0.4, "vision_memory": 0.4,
+    }
+    assert {layer.dropout for layer in layers.values()
+            if "_to_" in layer.name or layer.name.endswith("_memory")} == {0.0}
+    assert layers["text_dropout"].rate == 0.3
+    assert "audio_dropout" not in layers and "vision_dropout" not in layers
+    assert layers["residual_dropout"].rate == 0.5
+    # Without transformer_dropout the transformers use `dropout`, as before.
+    plain = small_model("mult", dropout=0.35)
+    assert {layer.dropout for layer in plain.layers
+            if layer.name.endswith("_memory")} == {0.35}
+    # Input dropout acts in training only: text features change the training
+    # output from call to call, and inference is deterministic.
+    features, _ = random_batch(DIMS, 3, batch=4, max_len=6, seed=2)
+    quiet = small_model("mult", input_dropout={"text": 0.5}, dropout=0.0,
+                        attention_dropout=0.0)
+    first = keras.ops.convert_to_numpy(quiet(features, training=True)["emotion"])
+    second = keras.ops.convert_to_numpy(quiet(features, training=True)["emotion"])
+    assert not np.allclose(first, second)
+    np.testing.assert_allclose(
+        keras.ops.convert_to_numpy(quiet(features, training=False)["emotion"]),
+        keras.ops.convert_to_numpy(quiet(features, training=False)["emotion"]),
+    )
+    config = model.config
+    assert type(config).from_dict(config.to_dict()) == config
+    path = tmp_path / "mult.keras"
+    model.save(path)
+    loaded = keras.saving.load_model(path)
+    assert loaded.config == config
+    np.testing.assert_allclose(
+        keras.ops.convert_to_numpy(loaded(features, training=False)["emotion"]),
+        keras.ops.convert_to_numpy(model(features, training=False)["emotion"]),
+        atol=1e-6,
+    )
+
+
+@pytest.mark.parametrize(
+    "overrides, message",
+    [
+        ({"conv_kernel_sizes": {"txt": 3}},
+         r"conv_kernel_sizes=\{'txt': 3\}: 'txt' is not a modality of feature_dims"),
+        ({"conv_kernel_sizes": {"text": 0}},
+         r"conv_kernel_sizes\['text'\]=0: expected a positive integer"),
+        ({"source_attention_dropout": {"audio": 1.0}},
+         r"source_attention_dropout\['audio'\]=1.0: expected a rate in \[0, 1\)"),
+        ({"input_dropout": {"vision": "high"}},
+         r"input_dropout\['vision'\]='high': expected a rate in \[0, 1\)"),
+        ({"transformer_dropout": -0.1},
+         r"transformer_dropout=-0.1: expected a rate in \[0, 1\)"),
+        ({"input_dropout": [0.3]},
+         r"input_dropout=\[0.3\]: expected dict, got list"),
+    ],
+)
+def test_mult_per_modality_bad_values(overrides, message):
+    with pytest.raises(ConfigError, match=message):
+        small_model("mult", **overrides)
