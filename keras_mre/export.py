@@ -19,15 +19,23 @@
 
 The graph holds only core TensorFlow ops (no tensorflow-text), so a stock
 `tensorflow/serving` binary loads it. The export is written under a hidden
-temporary name and renamed into place when complete; TF Serving ignores
-directories whose names are not version numbers. A description of the
-signature is stored in `assets.extra/keras_mre_signature.json`.
+temporary name (`.tmp-VERSION-HOST-PID`) and renamed into place when
+complete; TF Serving ignores directories whose names are not version
+numbers. The next export to the same model base removes such directories
+left by killed exports of this host, and puts back a version that a killed
+`overwrite` had moved aside (`.old-VERSION-HOST-PID`) before its replacement
+arrived. A description of the signature is stored in
+`assets.extra/keras_mre_signature.json`.
 """
 
 import json
 import os
+import re
 import shutil
+import warnings
 
+from keras_mre._processes import owner_is_dead
+from keras_mre._processes import this_host
 from keras_mre.data import schema
 from keras_mre.errors import ConfigError
 from keras_mre.errors import RunError
@@ -174,13 +182,17 @@ def export_saved_model(
     export_dir = os.fspath(export_dir)
     model_base = os.path.join(export_dir, name)
     target = os.path.join(model_base, str(version))
+    if os.path.isdir(model_base):
+        # First, so that a version put back here counts as existing below.
+        _clean_killed_exports(model_base)
     if os.path.exists(target) and not overwrite:
         raise RunError(f"{target}: export exists; pass --overwrite to replace it or choose another --version")
     model, _ = _resolve_model(run_or_model)
     serve, input_signature, description = make_serving_function(model, class_names)
 
     os.makedirs(model_base, exist_ok=True)
-    tmp = os.path.join(model_base, f".tmp-{version}-{os.getpid()}")
+    owner = f"{version}-{this_host()}-{os.getpid()}"
+    tmp = os.path.join(model_base, f".tmp-{owner}")
     shutil.rmtree(tmp, ignore_errors=True)
     archive = keras.export.ExportArchive()
     archive.track(model)
@@ -192,7 +204,7 @@ def export_saved_model(
             json.dump(description, f, indent=2)
             f.write("\n")
         if os.path.exists(target):
-            old = os.path.join(model_base, f".old-{version}-{os.getpid()}")
+            old = os.path.join(model_base, f".old-{owner}")
             os.replace(target, old)
             os.replace(tmp, target)
             shutil.rmtree(old, ignore_errors=True)
@@ -204,6 +216,49 @@ def export_saved_model(
         print(f"Exported SavedModel to {target} (signature {SIGNATURE_NAME!r}; "
               f"TF Serving --model_name={name} --model_base_path={os.path.abspath(model_base)})")
     return target
+
+
+# `.tmp-VERSION-HOST-PID` (a version being written) and `.old-VERSION-HOST-PID`
+# (the version an overwrite moved aside).
+_SCRATCH = re.compile(r"^\.(tmp|old)-(\d+)-(.+)-(\d+)$")
+
+
+def _clean_killed_exports(model_base):
+    """Clears what killed exports of this host left in `model_base`.
+
+    A `.tmp-` directory of a dead exporter is removed. An `.old-` directory
+    of a dead exporter holds the version its overwrite moved aside; it is
+    renamed back when that version directory is missing (the exporter died
+    between the two renames), else removed. Directories of running
+    exporters or of other hosts are left alone. Each action is reported in
+    one `RuntimeWarning`.
+    """
+    removed, restored = [], []
+    for entry in sorted(os.listdir(model_base)):
+        match = _SCRATCH.match(entry)
+        path = os.path.join(model_base, entry)
+        if not match or not os.path.isdir(path):
+            continue
+        kind, version, host, pid = match.groups()
+        if not owner_is_dead(int(pid), host):
+            continue
+        target = os.path.join(model_base, str(int(version)))
+        if kind == "old" and not os.path.exists(target):
+            os.replace(path, target)
+            restored.append(f"{entry} -> {os.path.basename(target)}")
+        else:
+            shutil.rmtree(path, ignore_errors=True)
+            removed.append(entry)
+    if removed or restored:
+        parts = []
+        if removed:
+            parts.append(f"removed {len(removed)} temporary director"
+                         f"{'y' if len(removed) == 1 else 'ies'} left by killed "
+                         f"exports: {', '.join(removed)}")
+        if restored:
+            parts.append(f"put back the version a killed overwrite had moved "
+                         f"aside: {', '.join(restored)}")
+        warnings.warn(f"{model_base}: {'; '.join(parts)}", RuntimeWarning, stacklevel=3)
 
 
 def read_signature_description(version_dir):

@@ -8,13 +8,14 @@ import numbers
 import os
 import re
 import shutil
-import socket
 import tempfile
 import warnings
 from collections.abc import Mapping
 
 import numpy as np
 
+from keras_mre._processes import owner_is_dead
+from keras_mre._processes import this_host
 from keras_mre.data import records
 from keras_mre.data import schema
 from keras_mre.data.info import COMPRESSIONS
@@ -320,17 +321,7 @@ def _record_writer(tmp_dir):
     """Notes which process writes `tmp_dir`, so a later writer can tell a
     directory left by a killed one from one still being written."""
     with open(os.path.join(tmp_dir, _WRITER_FILE), "w") as f:
-        json.dump({"pid": os.getpid(), "host": socket.gethostname()}, f)
-
-
-def _process_alive(pid):
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # alive, owned by another user
-        return True
-    return True
+        json.dump({"pid": os.getpid(), "host": this_host()}, f)
 
 
 def _remove_stale_partials(out_dir):
@@ -346,7 +337,6 @@ def _remove_stale_partials(out_dir):
         names = sorted(os.listdir(parent))
     except OSError:
         return []
-    host = socket.gethostname()
     removed = []
     for entry in names:
         path = os.path.join(parent, entry)
@@ -358,7 +348,7 @@ def _remove_stale_partials(out_dir):
             pid, writer_host = int(writer["pid"]), str(writer["host"])
         except (OSError, ValueError, KeyError, TypeError):
             continue
-        if writer_host != host or pid == os.getpid() or _process_alive(pid):
+        if not owner_is_dead(pid, writer_host):
             continue
         shutil.rmtree(path, ignore_errors=True)
         removed.append(path)

@@ -297,13 +297,14 @@ def _partial(parent, base, suffix, writer):
 
 
 def test_next_write_removes_partials_of_killed_writers(tmp_path):
-    import socket
     import subprocess
     import sys
 
+    from keras_mre._processes import this_host
+
     finished = subprocess.Popen([sys.executable, "-c", "pass"])
     finished.wait()  # its pid now names no running process
-    host = socket.gethostname()
+    host = this_host()
     dead = _partial(tmp_path, "ds", "dead1234", {"pid": finished.pid, "host": host})
     running = _partial(tmp_path, "ds", "live1234", {"pid": os.getppid(), "host": host})
     elsewhere = _partial(tmp_path, "ds", "host1234", {"pid": finished.pid, "host": host + "-x"})

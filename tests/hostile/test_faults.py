@@ -10,6 +10,7 @@ import contextlib
 import json
 import os
 import pickle
+import re
 import resource
 import shutil
 import signal
@@ -129,12 +130,18 @@ export.export_saved_model({tiny_run!r}, {str(base)!r}, name="mre", version=1)
     model_base = base / "mre"
     assert not (model_base / "1").exists()
     # Only a hidden temporary directory, which TF Serving does not load.
-    assert all(name.startswith(".tmp-1-") for name in os.listdir(model_base))
+    leftovers = os.listdir(model_base)
+    assert len(leftovers) == 1 and leftovers[0].startswith(".tmp-1-")
     with pytest.raises(RunError, match=r"mre: holds no numbered version directory"):
         export.load_exported(model_base)
     status, _, err = cli("export", "--run", tiny_run, "--out", base)
     assert status == 0, err
     assert export.read_signature_description(model_base / "1")["model"] == "mre"
+    # The next export removed the killed one's directory and said so.
+    assert os.listdir(model_base) == ["1"]
+    assert re.search(
+        rf"keras-mre: warning: .*mre: removed 1 temporary directory left by "
+        rf"killed exports: {re.escape(leftovers[0])}$", err, re.M), err
 
 
 @pytest.mark.slow

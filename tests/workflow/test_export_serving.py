@@ -113,6 +113,62 @@ def test_existing_export_is_refused_then_overwritten(trained_run, tmp_path):
     again = export.export_saved_model(trained_run, str(tmp_path), version=1, overwrite=True, verbose=False)
     assert again == first and not os.path.exists(marker)
     assert sorted(os.listdir(os.path.join(str(tmp_path), "mre"))) == ["1"]
+    # An overwrite killed between its two renames left version 1 aside and
+    # none in place: the next export puts it back first, so without
+    # --overwrite it is refused as existing, not silently replaced.
+    from keras_mre._processes import this_host
+
+    finished = subprocess.Popen([sys.executable, "-c", "pass"])
+    finished.wait()
+    aside = os.path.join(str(tmp_path), "mre", f".old-1-{this_host()}-{finished.pid}")
+    open(os.path.join(again, "marker"), "w").close()
+    os.replace(again, aside)
+    with pytest.warns(RuntimeWarning, match=r"put back the version a killed overwrite had moved aside: \.old-1-.* -> 1$"):
+        with pytest.raises(RunError, match=r"mre/1: export exists"):
+            export.export_saved_model(trained_run, str(tmp_path), version=1, verbose=False)
+    assert os.path.exists(marker)
+    assert sorted(os.listdir(os.path.join(str(tmp_path), "mre"))) == ["1"]
+
+
+def test_leftovers_of_killed_exports_are_cleared_and_reported(tmp_path):
+    from keras_mre._processes import this_host
+
+    finished = subprocess.Popen([sys.executable, "-c", "pass"])
+    finished.wait()  # its pid now names no running process
+    host, dead, alive = this_host(), finished.pid, os.getppid()
+    base = tmp_path / "mre"
+    made = {
+        f".tmp-1-{host}-{dead}": "removed",
+        f".tmp-2-{host}-{alive}": "kept",  # an export still running
+        f".tmp-3-{host}x-{dead}": "kept",  # another host's
+        f".tmp-4-{dead}": "kept",  # no host: an unknown writer
+        f".old-5-{host}-{dead}": "restored",  # killed between the two renames
+        f".old-6-{host}-{dead}": "removed",  # version 6 did arrive
+    }
+    for name in made:
+        (base / name).mkdir(parents=True)
+        (base / name / "saved_model.pb").write_bytes(name.encode())
+    (base / "6").mkdir()
+    (base / "6" / "saved_model.pb").write_bytes(b"new")
+    with pytest.warns(RuntimeWarning) as caught:
+        export._clean_killed_exports(str(base))
+    assert len(caught) == 1
+    message = str(caught[0].message)
+    assert message == (
+        f"{base}: removed 2 temporary directories left by killed exports: "
+        f".old-6-{host}-{dead}, .tmp-1-{host}-{dead}; put back the version a "
+        f"killed overwrite had moved aside: .old-5-{host}-{dead} -> 5"
+    )
+    left = sorted(os.listdir(base))
+    assert left == sorted(["5", "6"] + [n for n, what in made.items() if what == "kept"])
+    assert (base / "5" / "saved_model.pb").read_bytes() == f".old-5-{host}-{dead}".encode()
+    assert (base / "6" / "saved_model.pb").read_bytes() == b"new"
+    # Nothing left to clear: no warning.
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        export._clean_killed_exports(str(base))
 
 
 def test_export_bad_arguments(trained_run, tmp_path):
