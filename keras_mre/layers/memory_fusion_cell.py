@@ -21,6 +21,14 @@ class MemoryFusionCell(keras.layers.Layer):
     The cell's output is `[h_1; ...; h_M; u_t]` (MFN's final representation
     when read at the last step).
 
+    Dropout on the three gate networks' hidden layers is drawn afresh at
+    every step. With `external_dropout=True` the cell draws no random
+    numbers itself: each step input ends with `3 * gate_dim` keep-scales
+    (0 or `1 / (1 - rate)`, ones outside training), drawn for all steps
+    before the recurrence (`memory_fusion_graph` does this with a `Dropout`
+    layer on ones). That keeps per-step masks and lets the recurrence run
+    inside a JAX `scan`, where a random-number state cannot be advanced.
+
     Args:
         modality_dims: list of int, the width of each modality's input; the
             step input is their concatenation.
@@ -31,10 +39,13 @@ class MemoryFusionCell(keras.layers.Layer):
         dropout: float, dropout inside the gate networks.
         use_graph: bool, fuse with a Dynamic Fusion Graph (Graph-MFN).
         graph_dim: int, width of the graph's vertices and output.
+        external_dropout: bool, read the gate dropout keep-scales from the
+            end of the step input instead of drawing them.
         **kwargs: standard `keras.layers.Layer` arguments.
 
     Call arguments:
-        inputs: `[batch, sum(modality_dims)]`.
+        inputs: `[batch, sum(modality_dims)]`, or `[batch,
+            sum(modality_dims) + 3 * gate_dim]` with `external_dropout`.
         states: `2 M + 1` tensors: `h_m`, `c_m` `[batch, lstm_dim]` per
             modality, then `u` `[batch, memory_dim]`.
 
@@ -52,6 +63,7 @@ class MemoryFusionCell(keras.layers.Layer):
         dropout=0.2,
         use_graph=False,
         graph_dim=64,
+        external_dropout=False,
         **kwargs,
     ):
         super().__init__(**kwargs)
@@ -63,6 +75,7 @@ class MemoryFusionCell(keras.layers.Layer):
         self.dropout = float(dropout)
         self.use_graph = bool(use_graph)
         self.graph_dim = int(graph_dim)
+        self.external_dropout = bool(external_dropout)
         count = len(self.modality_dims)
         self.state_size = [self.lstm_dim] * (2 * count) + [self.memory_dim]
         self.output_size = count * self.lstm_dim + self.memory_dim
@@ -139,8 +152,14 @@ class MemoryFusionCell(keras.layers.Layer):
                 )
             attended = self.graph(per_modality)
         gates = []
-        for hidden, out in zip(self.gate_hidden, self.gate_out):
-            gates.append(out(self.drop(hidden(attended), training=training)))
+        for index, (hidden, out) in enumerate(zip(self.gate_hidden, self.gate_out)):
+            inner = hidden(attended)
+            if self.external_dropout:
+                start = offsets[-1] + index * self.gate_dim
+                inner = inner * inputs[:, start : start + self.gate_dim]
+            else:
+                inner = self.drop(inner, training=training)
+            gates.append(out(inner))
         update, retain, write = gates
         memory = ops.sigmoid(retain) * memory + ops.sigmoid(write) * ops.tanh(
             update
@@ -160,5 +179,6 @@ class MemoryFusionCell(keras.layers.Layer):
             dropout=self.dropout,
             use_graph=self.use_graph,
             graph_dim=self.graph_dim,
+            external_dropout=self.external_dropout,
         )
         return config

@@ -67,10 +67,18 @@ def memory_fusion_graph(config, inputs, use_graph, graph_dim=64):
         dropout=config.dropout,
         use_graph=use_graph,
         graph_dim=graph_dim,
+        external_dropout=True,
         name="memory_fusion_cell",
     )
+    sequence = ops.concatenate(steps, axis=-1)
+    # The gate networks' dropout, one mask per step, drawn for all steps
+    # before the recurrence (see `MemoryFusionCell`): ones, dropped.
+    ones = ops.zeros_like(sequence[..., :1]) + ops.ones(
+        (3 * config.gate_dim,), dtype=sequence.dtype
+    )
+    keep = keras.layers.Dropout(config.dropout, name="gate_dropout")(ones)
     final = keras.layers.RNN(cell, name="memory_fusion")(
-        ops.concatenate(steps, axis=-1)
+        ops.concatenate([sequence, keep], axis=-1)
     )
     hidden = keras.layers.Dense(config.hidden_dim, activation="relu", name="hidden")(
         final

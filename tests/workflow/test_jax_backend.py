@@ -13,10 +13,15 @@ pytest.importorskip("jax")
 
 DIMS = {"text": 6, "audio": 3, "vision": 4}
 # Small MulT: its compile time on JAX grows with the number of blocks.
-# MRE covers LSTMEncoder, the relevance module and both extra losses.
+# MRE covers LSTMEncoder, the relevance module and both extra losses;
+# Graph-MFN the recurrent MFN cell (with its per-step gate dropout drawn
+# before the scan) and the Dynamic Fusion Graph.
+_MFN = {"num_steps": 3, "lstm_dim": 4, "memory_dim": 6, "attention_dim": 6,
+        "gate_dim": 6}
 MODELS = {
     "mre": {},
     "mult": {"model_dim": 8, "num_heads": 2, "num_layers": 1, "memory_layers": 1},
+    "graph_mfn": dict(_MFN, graph_dim=6),
 }
 
 _JAX_SCRIPT = r"""
