@@ -1,5 +1,7 @@
 """Masked mean pooling of a variable-length sequence into a fixed number of steps."""
 
+import numbers
+
 import keras
 from keras import ops
 
@@ -30,8 +32,9 @@ class SegmentPooling(keras.layers.Layer):
 
     def __init__(self, num_steps, **kwargs):
         super().__init__(**kwargs)
-        if int(num_steps) < 1:
-            raise ValueError(f"num_steps must be >= 1, got {num_steps}")
+        if (isinstance(num_steps, bool) or not isinstance(num_steps, numbers.Integral)
+                or num_steps < 1):
+            raise ValueError(f"num_steps must be an integer >= 1, got {num_steps!r}")
         self.num_steps = int(num_steps)
 
     def call(self, frames, lengths):

@@ -6,13 +6,15 @@ from keras import ops
 
 @keras.saving.register_keras_serializable(package="keras_mre")
 class TensorFusion(keras.layers.Layer):
-    """Outer product of unimodal embeddings, each with a constant 1 appended.
+    """Outer product of unimodal embeddings, each extended by a constant 1.
 
     Tensor Fusion Network (Zadeh et al. 2017, eq 1): with `z_m` the embedding
-    of modality `m`, the fused tensor is `[z_1; 1] ⊗ [z_2; 1] ⊗ ... ⊗ [z_M; 1]`.
-    The appended 1 keeps every unimodal and every bimodal interaction inside
-    the product. The tensor is returned flattened, with the last modality's
-    index varying fastest.
+    of modality `m`, the fused tensor is `[1; z_1] ⊗ [1; z_2] ⊗ ... ⊗ [1; z_M]`.
+    The extra 1 keeps every unimodal and every bimodal interaction inside
+    the product. The paper writes it after `z_m`; here it comes first, as in
+    MMSA's TFN, which only permutes the entries of the flattened tensor. The
+    tensor is returned flattened, with the last modality's index varying
+    fastest: entry 0 is the constant 1, entries `1..dim_M` are `z_M`.
 
     Args:
         **kwargs: standard `keras.layers.Layer` arguments.

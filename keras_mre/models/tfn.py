@@ -53,7 +53,7 @@ class TFNModel(EmotionModel):
 
     Unimodal sub-networks as in MRE and LMF (width `hidden_dim`), each
     projected to `fusion_dim`; `TensorFusion` forms the flattened outer
-    product of `[z_m; 1]` over all modalities (TFN eq 1, every unimodal,
+    product of `[1; z_m]` over all modalities (TFN eq 1, every unimodal,
     bimodal and trimodal interaction), and a sentiment inference sub-network
     of two ReLU layers of `post_fusion_dim` (with dropout) gives the logits.
 
