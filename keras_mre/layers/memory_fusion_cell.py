@@ -24,7 +24,8 @@ class MemoryFusionCell(keras.layers.Layer):
     Dropout on the three gate networks' hidden layers is drawn afresh at
     every step. With `external_dropout=True` the cell draws no random
     numbers itself: each step input ends with `3 * gate_dim` keep-scales
-    (0 or `1 / (1 - rate)`, ones outside training), drawn for all steps
+    (0 or `1 / (1 - rate)`, ones outside training; blocks of `gate_dim` for
+    the update, retain and write networks in that order), drawn for all steps
     before the recurrence (`memory_fusion_graph` does this with a `Dropout`
     layer on ones). That keeps per-step masks and lets the recurrence run
     inside a JAX `scan`, where a random-number state cannot be advanced.
@@ -106,6 +107,17 @@ class MemoryFusionCell(keras.layers.Layer):
         self.drop = keras.layers.Dropout(self.dropout)
 
     def build(self, input_shape):
+        width = input_shape[-1]
+        expected = sum(self.modality_dims)
+        if self.external_dropout:
+            expected += 3 * self.gate_dim
+        if width is not None and width != expected:
+            extra = (f" + 3 * gate_dim={3 * self.gate_dim} keep-scales"
+                     if self.external_dropout else "")
+            raise ValueError(
+                f"MemoryFusionCell: step input has width {width}, expected "
+                f"{expected} (modality dims {self.modality_dims}{extra})"
+            )
         for m, lstm in enumerate(self.lstms):
             lstm.build((None, self.modality_dims[m]))
         cells = 2 * len(self.modality_dims) * self.lstm_dim
