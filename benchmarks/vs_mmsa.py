@@ -26,7 +26,12 @@ own training loop:
   as MMSA does, so they read at most 50 frames.
 
 keras-mre's models get what they get in training: the full zero-padded
-sequences and their lengths, `[B, T, D]` and `[B]`. keras-mre's MulT is
+sequences and their lengths, `[B, T, D]` and `[B]`. A keras-mre step is the
+compiled step `Model.fit` runs for each batch (`model.train_function` on the
+batch, then reading the loss, as MMSA's loop reads `loss.item()`);
+`--keras-step train_on_batch` times `Model.train_on_batch` instead, which
+also resets every metric and converts all logs to numpy on each call, work
+`fit` does once per epoch. keras-mre's MulT is
 configured with MMSA's own MOSEI setting (`MMSA_MOSEI_MULT`: per-modality
 kernels, attention dropout only where text is the source and in the
 self-attention transformers, no dropout inside the transformers); the MMSA
@@ -266,7 +271,7 @@ def _versions_mmsa():
 
 
 class _KerasRunner(_StepTimer):
-    def __init__(self, threads):
+    def __init__(self, threads, keras_step="fit"):
         os.environ.setdefault("KERAS_BACKEND", "tensorflow")
         os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
         import tensorflow as tf
@@ -274,6 +279,7 @@ class _KerasRunner(_StepTimer):
         tf.config.threading.set_intra_op_parallelism_threads(threads)
         tf.config.threading.set_inter_op_parallelism_threads(threads)
         self.tf = tf
+        self.keras_step = keras_step
         self.cache = {}
 
     def _build(self, model_name, batch_size):
@@ -296,8 +302,18 @@ class _KerasRunner(_StepTimer):
         for m in feature_dims:
             y[f"emotion_{m}"] = label
 
+        if self.keras_step == "train_on_batch":
+            def step():
+                return model.train_on_batch(x, y)
+
+            return step
+        model.make_train_function()
+
         def step():
-            return model.train_on_batch(x, y)
+            # What `fit` runs per batch; with a Python iterator, Keras calls
+            # the compiled one-step function on the batch it yields.
+            logs = model.train_function(iter(((x, y),)))
+            return float(logs["loss"])
 
         return step
 
@@ -317,10 +333,10 @@ def _versions_keras():
     }
 
 
-def _worker(kind, threads):
+def _worker(kind, threads, keras_step):
     """Reads JSON requests on stdin, answers one JSON line each on stdout."""
     sys.path.insert(0, str(ROOT))
-    runner = _MMSARunner(threads) if kind == "mmsa" else _KerasRunner(threads)
+    runner = _MMSARunner(threads) if kind == "mmsa" else _KerasRunner(threads, keras_step)
     versions = _versions_mmsa() if kind == "mmsa" else _versions_keras()
     out = sys.stdout
     sys.stdout = sys.stderr
@@ -360,7 +376,7 @@ def ensure_venv(venv):
 
 
 class _Worker:
-    def __init__(self, python, kind, threads):
+    def __init__(self, python, kind, threads, keras_step="fit"):
         env = dict(
             os.environ,
             PYTHONPATH=str(ROOT),
@@ -370,7 +386,7 @@ class _Worker:
         )
         self.process = subprocess.Popen(
             [str(python), str(pathlib.Path(__file__).resolve()), "--worker", kind,
-             "--threads", str(threads)],
+             "--threads", str(threads), "--keras-step", keras_step],
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             text=True,
@@ -407,7 +423,7 @@ def _median(values):
 def run(args):
     python = ensure_venv(pathlib.Path(args.venv).expanduser())
     mmsa = _Worker(python, "mmsa", args.threads)
-    keras_worker = _Worker(sys.executable, "keras", args.threads)
+    keras_worker = _Worker(sys.executable, "keras", args.threads, args.keras_step)
     jobs = []
     for batch in sorted(set(args.batch_sizes) | set(args.mult_batch_sizes)):
         for model in args.models:
@@ -446,14 +462,21 @@ def run(args):
 
 def _machine():
     cpu = platform.processor() or platform.machine()
+    vector = ""
     try:
         for line in pathlib.Path("/proc/cpuinfo").read_text().splitlines():
             if line.startswith("model name"):
                 cpu = line.split(":", 1)[1].strip()
-                break
+            elif line.startswith("flags") and not vector:
+                flags = set(line.split(":", 1)[1].split())
+                widest = [f for f in ("avx512f", "avx2", "avx") if f in flags]
+                vector = f" ({widest[0] if widest else 'no AVX'})"
     except OSError:
         pass
-    return f"{cpu}, {os.cpu_count()} logical cores, {platform.system()} {platform.release()}"
+    return (
+        f"{cpu}{vector}, {os.cpu_count()} logical cores, "
+        f"{platform.system()} {platform.release()}"
+    )
 
 
 def write_report(args, rates, errors, mmsa_versions, keras_versions):
@@ -480,6 +503,11 @@ def write_report(args, rates, errors, mmsa_versions, keras_versions):
         "setting (`MMSA_MOSEI_MULT`: kernels 5/1/3, attention dropout 0.4 where "
         "text is the source and in self-attention, none between audio and "
         "vision or inside the transformers, text input dropout 0.3, output 0.5).",
+        f"- keras-mre step: `{args.keras_step}`"
+        + (" (the compiled step `Model.fit` runs per batch, then the loss read back)"
+           if args.keras_step == "fit" else
+           " (`Model.train_on_batch`: also resets the metrics and converts the logs "
+           "on every call)"),
         "",
         "| model | batch | MMSA samples/s | keras-mre samples/s | keras-mre / MMSA | runs (MMSA, ours) |",
         "|---|---|---|---|---|---|",
@@ -561,10 +589,13 @@ def main(argv=None):
     parser.add_argument("--warmup", type=int, default=3)
     parser.add_argument("--threads", type=int, default=os.cpu_count())
     parser.add_argument("--output", default=str(ROOT / "benchmarks" / "results" / "vs_mmsa.md"))
+    parser.add_argument("--keras-step", choices=["fit", "train_on_batch"], default="fit",
+                        help="what a keras-mre step is: the compiled step fit runs per "
+                             "batch (default), or Model.train_on_batch")
     parser.add_argument("--worker", choices=["mmsa", "keras"], help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.worker:
-        _worker(args.worker, args.threads)
+        _worker(args.worker, args.threads, args.keras_step)
         return
     rates, errors, mmsa_versions, keras_versions = run(args)
     write_report(args, rates, errors, mmsa_versions, keras_versions)
