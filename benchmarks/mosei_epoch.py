@@ -44,7 +44,9 @@ def main(argv=None):
     write_seconds = None
     existing = None
     if (path / "dataset.json").exists():
-        existing = data.load_info(path).splits.get("train")
+        cached = data.load_info(path)
+        # Data sets written before the records held frame means are rewritten.
+        existing = cached.splits.get("train") if cached.frame_means else None
     if existing != args.train_clips:
         start = time.perf_counter()
         synth.synthesize(

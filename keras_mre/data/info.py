@@ -44,6 +44,10 @@ class DatasetInfo:
         truncated: Dict, modality -> number of clips whose frames were cut
             to the maximum length when the data set was written.
         class_counts: Dict, split name -> list of clip counts per class.
+        frame_means: Whether every record also stores the mean of each
+            modality's frames (`<m>_mean`), which pooled pipelines read
+            instead of the frames. Data sets written before keras-mre
+            stored them have False, and are pooled when read.
         format_version: Version of the on-disk format.
         path: Directory the metadata was read from (not stored in the file).
     """
@@ -62,6 +66,7 @@ class DatasetInfo:
     skipped: list = dataclasses.field(default_factory=list)
     truncated: dict = dataclasses.field(default_factory=dict)
     class_counts: dict = dataclasses.field(default_factory=dict)
+    frame_means: bool = False
     format_version: int = FORMAT_VERSION
     path: str | None = dataclasses.field(default=None, compare=False)
 
@@ -98,6 +103,7 @@ class DatasetInfo:
             "class_counts": {
                 s: [int(n) for n in counts] for s, counts in self.class_counts.items()
             },
+            "frame_means": bool(self.frame_means),
         }
 
     def shard_paths(self, split):
@@ -139,6 +145,7 @@ _FIELDS = {
     "skipped": ((list,), False),
     "truncated": ((dict,), False),
     "class_counts": ((dict,), False),
+    "frame_means": ((bool,), False),
 }
 
 
@@ -264,6 +271,7 @@ def info_from_dict(data, path=None):
         skipped=list(data.get("skipped", [])),
         truncated=dict(data.get("truncated", {})),
         class_counts=dict(data.get("class_counts", {})),
+        frame_means=data.get("frame_means", False),
         format_version=version,
         path=None if path is None else os.fspath(path),
     )

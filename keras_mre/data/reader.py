@@ -110,6 +110,9 @@ def make_parser(info, max_lengths=None, with_ids=False, split=None, pool=()):
         pool: Modalities whose frames are replaced by their mean over the
             clip's valid frames (after the cut to `max_lengths`): `[B, 1, D]`
             with length `min(length, 1)`, so an empty clip stays empty.
+            Where the data set stores frame means (`info.frame_means`) and
+            no clip is cut (`max_lengths[m] >= info.max_lengths[m]`), the
+            stored mean is read and the frames are not parsed at all.
 
     Returns:
         A function `serialized [B] -> (features, labels)` or
@@ -120,9 +123,16 @@ def make_parser(info, max_lengths=None, with_ids=False, split=None, pool=()):
     """
     import tensorflow as tf
 
-    spec = records.feature_spec(info)
     lengths = dict(info.max_lengths)
     lengths.update(max_lengths or {})
+    # The writer cut every clip to info.max_lengths, so reading at least that
+    # many frames cuts none and the stored mean is the mean being asked for.
+    stored_means = {
+        m for m in pool if info.frame_means and lengths[m] >= info.max_lengths[m]
+    }
+    spec = records.feature_spec(
+        info, means=stored_means, frames=set(info.modalities) - stored_means
+    )
     num_classes = info.num_classes
     # No quotes in these messages: TensorFlow escapes them in error text.
     where = f"data set {info.path} split {split}"
@@ -134,9 +144,14 @@ def make_parser(info, max_lengths=None, with_ids=False, split=None, pool=()):
         features = {}
         for m in info.modalities:
             dim = info.feature_dims[m]
+            length = parsed[schema.length_key(m)]
+            if m in stored_means:
+                features[m], features[schema.length_key(m)] = _stored_mean(
+                    parsed, m, dim, length, ids, checks
+                )
+                continue
             max_length = lengths[m]
             raw = parsed[m]
-            length = parsed[schema.length_key(m)]
             size = tf.cast(tf.strings.length(raw), tf.int64)
             ok = tf.logical_and(length >= 0, size == length * dim * records.BYTES_PER_VALUE)
             checks.append(tf.debugging.Assert(
@@ -187,6 +202,26 @@ def make_parser(info, max_lengths=None, with_ids=False, split=None, pool=()):
         if with_ids:
             return features, labels, ids
         return features, labels
+
+    def _stored_mean(parsed, m, dim, length, ids, checks):
+        key = schema.mean_key(m)
+        raw = parsed[key]
+        size = tf.cast(tf.strings.length(raw), tf.int64)
+        ok = tf.logical_and(length >= 0, size == dim * records.BYTES_PER_VALUE)
+        checks.append(tf.debugging.Assert(
+            tf.reduce_all(ok),
+            [f"{where}: field {key} holds a byte count other than "
+             f"feature_dims[{m}]={dim} x 4, or {schema.length_key(m)} is "
+             "negative (damaged record); clip ids:",
+             tf.boolean_mask(ids, tf.logical_not(ok))],
+            summarize=5,
+        ))
+        mean = tf.io.decode_raw(
+            raw, tf.float32, little_endian=True,
+            fixed_length=dim * records.BYTES_PER_VALUE,
+        )
+        mean = tf.reshape(mean, [-1, 1, dim])
+        return mean, tf.cast(tf.minimum(length, 1), tf.int32)
 
     return parse
 
@@ -252,7 +287,12 @@ def load_dataset(
             models that read those modalities only through their frame mean
             (`model.pooled_modalities()`: the audio and vision of MRE, LMF
             and TFN), outputs, losses and gradients are unchanged and each
-            step moves and reads 1 frame instead of `max_lengths[m]`.
+            step moves and reads 1 frame instead of `max_lengths[m]`. Data
+            sets written by this version store each clip's frame means
+            (`frame_means` in dataset.json); a pooled modality is then read
+            from them and its frames are not parsed, unless `max_lengths`
+            cuts it shorter than stored. (Their byte counts are then not
+            checked here either; `verify` checks everything.)
             `keras_mre.train` passes it; the exported model still takes full
             frame sequences.
 
@@ -381,6 +421,9 @@ def _check_records(info, shard, start, serialized):
             values = np.frombuffer(raw, dtype=records.FRAME_DTYPE)
             if not np.isfinite(values).all():
                 fail(i, m, "holds NaN or Inf values")
+            if info.frame_means:
+                _check_mean(parsed[schema.mean_key(m)][i], values.reshape(-1, dim),
+                            m, lambda problem, i=i: fail(i, schema.mean_key(m), problem))
     labels = parsed[schema.LABEL_KEY]
     bad = np.flatnonzero((labels < 0) | (labels >= num_classes))
     if bad.size:
@@ -398,14 +441,34 @@ def _check_records(info, shard, start, serialized):
             fail(bad[0], schema.SCORE_KEY, "is infinite")
 
 
+def _check_mean(raw, frames, m, fail):
+    """Calls `fail(problem)` unless `raw` is the float32 mean of `frames`."""
+    dim = frames.shape[1]
+    if len(raw) != dim * records.BYTES_PER_VALUE:
+        fail(f"{len(raw)} bytes, expected feature_dims[{m!r}] x 4 = "
+             f"{dim * records.BYTES_PER_VALUE}")
+    stored = np.frombuffer(raw, dtype=records.FRAME_DTYPE)
+    expected = records.frame_mean(frames)
+    # The writer stores the float64 mean rounded once to float32; allow a
+    # few float32 ulps of the frames' scale for other writers' summation.
+    scale = max(float(np.abs(frames).max(initial=0.0)), 1.0)
+    error = np.abs(stored.astype(np.float64) - expected)
+    if not np.all(error <= 1e-5 * scale):
+        column = int(np.argmax(np.where(np.isnan(error), np.inf, error)))
+        fail(f"value {stored[column]} at column {column} is not the mean of the "
+             f"{frames.shape[0]} frames of field {m!r} ({expected[column]})")
+
+
 def verify_dataset(path, splits=None, *, chunk_size=256, progress=False):
     """Read every record of a data set and check it against dataset.json.
 
     Checks that every shard exists and reads to its end (no corrupt or
     truncated records), that every record parses with the features that
     dataset.json describes, that frame byte counts match lengths and
-    feature dims, that frames are finite, that labels lie in the class
-    list, and that each split holds the number of clips dataset.json says.
+    feature dims, that frames are finite, that stored frame means (where
+    dataset.json has `frame_means`) are the means of the frames, that
+    labels lie in the class list, and that each split holds the number of
+    clips dataset.json says.
 
     Args:
         path: Data set directory or `DatasetInfo`.

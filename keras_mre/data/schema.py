@@ -21,6 +21,11 @@ def length_key(modality):
     return f"{modality}_length"
 
 
+def mean_key(modality):
+    """Key of the stored mean of `modality`'s frames: `"<m>_mean"`."""
+    return f"{modality}_mean"
+
+
 def unimodal_label_key(modality):
     """Key of the unimodal class label of `modality`: `"emotion_<m>"`."""
     return f"{LABEL_KEY}_{modality}"

@@ -210,8 +210,9 @@ class _ClipEncoder:
                 raise DataError(f"clip {clip_id!r} field 'score': is {score} (NaN means unknown)")
         elif self.has_score:
             score = float("nan")
+        means = {m: records.frame_mean(array) for m, array in frames.items()}
         return records.encode_example(
-            clip_id, frames, lengths, label, unimodal, score, self.has_score
+            clip_id, frames, lengths, label, unimodal, score, self.has_score, means
         ), label
 
     def _frames(self, clip_id, m, value, dim):
@@ -516,6 +517,7 @@ def write_dataset(
             skipped=[dict(s) for s in (skipped or [])],
             truncated=dict(encoder.truncated),
             class_counts=class_counts,
+            frame_means=True,
             format_version=FORMAT_VERSION,
         )
         save_info(info, tmp_dir)

@@ -330,6 +330,94 @@ def test_dataset_json_example_keys(tmp_path):
     assert stored["skipped"] == [{"id": "z", "split": "train", "reason": "no audio"}]
     assert stored["provenance"] == {"source": "test"}
     assert stored["num_classes"] == 3
+    assert stored["frame_means"] is True
+
+
+def rewrite_records(path, change):
+    """Apply `change(example)` to every record of every shard of a data set."""
+    for shard in sorted(path.glob("*.tfrecord")):
+        kept = []
+        for record in tf.data.TFRecordDataset(str(shard)):
+            example = tf.train.Example.FromString(record.numpy())
+            change(example)
+            kept.append(example.SerializeToString())
+        with tf.io.TFRecordWriter(str(shard)) as writer:
+            for record in kept:
+                writer.write(record)
+
+
+def stored_mean(example, m):
+    raw = example.features.feature[schema.mean_key(m)].bytes_list.value[0]
+    return np.frombuffer(raw, "<f4")
+
+
+def test_stored_frame_means_are_the_means_of_the_stored_frames(tmp_path):
+    clips = make_clips("a", 9, seed=2)
+    info = write(tmp_path / "ds", {"train": clips})
+    assert info.frame_means and data.load_info(tmp_path / "ds").frame_means
+    by_id = {c.id: c for c in clips}
+    seen = []
+
+    def check(example):
+        clip_id = example.features.feature["id"].bytes_list.value[0].decode()
+        for m in DIMS:
+            kept = by_id[clip_id].features[m][: MAX_LENGTHS[m]].astype(np.float32)
+            want = kept.astype(np.float64).mean(0) if len(kept) else np.zeros(DIMS[m])
+            np.testing.assert_allclose(stored_mean(example, m), want, rtol=1e-6, atol=1e-7)
+        seen.append(clip_id)
+
+    rewrite_records(tmp_path / "ds", check)
+    assert sorted(seen) == sorted(by_id)
+
+
+def test_pool_reads_the_stored_means_without_the_frames(tmp_path):
+    clips = make_clips("a", 9, seed=2)
+    write(tmp_path / "ds", {"train": clips})
+    (computed, _), = list(data.load_dataset(
+        tmp_path / "ds", "train", batch_size=16, shuffle=False, pool=["audio"],
+        max_lengths={"audio": MAX_LENGTHS["audio"] + 1}))  # longer: no stored mean
+
+    def doctor(example):
+        # Shift the stored audio mean and damage the audio frames.
+        shifted = stored_mean(example, "audio") + 100.0
+        example.features.feature["audio_mean"].bytes_list.value[0] = shifted.astype("<f4").tobytes()
+        example.features.feature["audio"].bytes_list.value[0] = b"\x00" * 5
+
+    rewrite_records(tmp_path / "ds", doctor)
+    (features, _), = list(data.load_dataset(
+        tmp_path / "ds", "train", batch_size=16, shuffle=False, pool=["audio", "vision"]))
+    np.testing.assert_allclose(features["audio"].numpy(), computed["audio"].numpy() + 100.0,
+                               rtol=1e-5)
+    np.testing.assert_array_equal(features["audio_length"].numpy(),
+                                  [min(len(c.features["audio"]), 1) for c in clips])
+    # Read unpooled, or pooled from cut frames, the damaged frames are read.
+    for options in ({}, {"pool": ["audio"], "max_lengths": {"audio": 2}}):
+        with pytest.raises(tf.errors.InvalidArgumentError,
+                           match=r"field audio holds a byte count that disagrees"):
+            list(data.load_dataset(tmp_path / "ds", "train", shuffle=False, **options))
+
+
+def test_data_sets_without_stored_means_are_pooled_when_read(tmp_path):
+    clips = make_clips("a", 9, seed=2)
+    write(tmp_path / "ds", {"train": clips})
+
+    def drop_means(example):
+        for m in DIMS:
+            del example.features.feature[schema.mean_key(m)]
+
+    rewrite_records(tmp_path / "ds", drop_means)
+    target = tmp_path / "ds" / "dataset.json"
+    stored = json.loads(target.read_text())
+    del stored["frame_means"]  # as written before the means were stored
+    target.write_text(json.dumps(stored))
+    assert not data.load_info(tmp_path / "ds").frame_means
+    assert data.verify_dataset(tmp_path / "ds") == {"train": 9}
+    (features, _), = list(data.load_dataset(
+        tmp_path / "ds", "train", batch_size=16, shuffle=False, pool=["audio"]))
+    for i, clip in enumerate(clips):
+        kept = clip.features["audio"][: MAX_LENGTHS["audio"]].astype(np.float32)
+        want = kept.mean(0) if len(kept) else np.zeros(DIMS["audio"])
+        np.testing.assert_allclose(features["audio"].numpy()[i, 0], want, rtol=1e-5, atol=1e-6)
 
 
 @pytest.mark.parametrize("kwargs, message", [
@@ -338,6 +426,8 @@ def test_dataset_json_example_keys(tmp_path):
     ({"max_lengths": {"text": 3}}, r"max_lengths must have the modalities"),
     ({"class_names": []}, r"class_names must be a non-empty list"),
     ({"feature_dims": {"emotion": 3}, "max_lengths": {"emotion": 2}}, r"modality name 'emotion' is reserved"),
+    ({"feature_dims": {"audio": 3, "audio_mean": 2}, "max_lengths": {"audio": 2, "audio_mean": 2}},
+     r"modality 'audio_mean' gives the record key 'audio_mean' twice"),
 ])
 def test_bad_write_arguments(tmp_path, kwargs, message):
     with pytest.raises(ConfigError, match=message):

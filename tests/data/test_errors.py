@@ -99,6 +99,7 @@ def edit_info(path, change):
     (lambda d: d.update(shards={}), r"field 'shards' has splits \[\], expected \['train'\]"),
     (lambda d: d.update(compression="LZ4"), r"field 'compression' must be null or 'GZIP', got 'LZ4'"),
     (lambda d: d.update(format_version=True), r"field 'format_version' must be integer, got bool"),
+    (lambda d: d.update(frame_means="yes"), r"field 'frame_means' must be boolean, got str"),
 ])
 def test_malformed_dataset_json(dataset, change, message):
     edit_info(dataset, change)
@@ -182,6 +183,33 @@ def test_label_outside_class_list_in_records(dataset):
         data.verify_dataset(dataset)
     with pytest.raises(tf.errors.InvalidArgumentError, match=r"field emotion outside 0\.\.0; clip ids:\] \[c1 c3"):
         list(data.load_dataset(dataset, "train", shuffle=False))
+
+
+def rewrite_mean(shard, index, value):
+    """Replace the stored audio mean of record `index` of `shard` by `value` bytes."""
+    kept = [r.numpy() for r in tf.data.TFRecordDataset(str(shard))]
+    example = tf.train.Example.FromString(kept[index])
+    example.features.feature["audio_mean"].bytes_list.value[0] = value
+    kept[index] = example.SerializeToString()
+    with tf.io.TFRecordWriter(str(shard)) as writer:
+        for record in kept:
+            writer.write(record)
+
+
+def test_stored_mean_of_the_wrong_size(dataset):
+    rewrite_mean(dataset / "train-00000-of-00003.tfrecord", 1, b"\x00" * 8)
+    with pytest.raises(DataError, match=r"train-00000-of-00003.tfrecord: record 1 \(clip 'c1'\) field 'audio_mean': 8 bytes, expected feature_dims\['audio'\] x 4 = 12"):
+        data.verify_dataset(dataset)
+    with pytest.raises(tf.errors.InvalidArgumentError, match=r"split train: field audio_mean holds a byte count other than feature_dims\[audio\]=3 x 4.*\] \[c1\]"):
+        list(data.load_dataset(dataset, "train", shuffle=False, pool=["audio"]))
+
+
+def test_stored_mean_disagreeing_with_the_frames(dataset):
+    # clip c6's audio frames are all 6.0; store 7.0 in one column.
+    rewrite_mean(dataset / "train-00001-of-00003.tfrecord", 2,
+                 np.array([6.0, 7.0, 6.0], "<f4").tobytes())
+    with pytest.raises(DataError, match=r"train-00001-of-00003.tfrecord: record 2 \(clip 'c6'\) field 'audio_mean': value 7.0 at column 1 is not the mean of the 2 frames of field 'audio' \(6.0\)"):
+        data.verify_dataset(dataset)
 
 
 def test_split_count_disagreeing_with_dataset_json(dataset):

@@ -133,8 +133,9 @@ def test_nan_written_past_the_writer_is_named(data_copy):
     from keras_mre.data import records
 
     frames = {m: np.full((1, d), np.nan, "<f4") for m, d in DIMS.items()}
+    means = {m: records.frame_mean(f) for m, f in frames.items()}
     serialized = records.encode_example(
-        "rogue", frames, {m: 1 for m in DIMS}, 0, {m: -1 for m in DIMS}, None, False)
+        "rogue", frames, {m: 1 for m in DIMS}, 0, {m: -1 for m in DIMS}, None, False, means)
     shard = os.path.join(data_copy, "test-00001-of-00002.tfrecord")
     kept = [r.numpy() for r in tf.data.TFRecordDataset(shard)][:-1]
     with tf.io.TFRecordWriter(shard) as writer:
