@@ -151,22 +151,13 @@ def make_parser(info, max_lengths=None, with_ids=False, split=None, pool=()):
                 )
                 continue
             max_length = lengths[m]
-            raw = parsed[m]
-            size = tf.cast(tf.strings.length(raw), tf.int64)
-            ok = tf.logical_and(length >= 0, size == length * dim * records.BYTES_PER_VALUE)
-            checks.append(tf.debugging.Assert(
-                tf.reduce_all(ok),
-                [f"{where}: field {m} holds a byte count that disagrees with "
-                 f"{schema.length_key(m)} x feature_dims[{m}]={dim} x 4 "
-                 "(wrong frame width or damaged record); clip ids:",
-                 tf.boolean_mask(ids, tf.logical_not(ok))],
-                summarize=5,
-            ))
-            frames = tf.io.decode_raw(
-                raw, tf.float32, little_endian=True,
-                fixed_length=max_length * dim * records.BYTES_PER_VALUE,
+            frames = _decode(
+                parsed[m], length, length * dim * records.BYTES_PER_VALUE, max_length, dim,
+                f"{where}: field {m} holds a byte count that disagrees with "
+                f"{schema.length_key(m)} x feature_dims[{m}]={dim} x 4 "
+                "(wrong frame width or damaged record); clip ids:",
+                ids, checks,
             )
-            frames = tf.reshape(frames, [-1, max_length, dim])
             length = tf.cast(tf.minimum(length, max_length), tf.int32)
             if m in pool:
                 # Frames after `length` are decode_raw's zero padding.
@@ -203,24 +194,29 @@ def make_parser(info, max_lengths=None, with_ids=False, split=None, pool=()):
             return features, labels, ids
         return features, labels
 
+    def _decode(raw, length, expected_bytes, rows, dim, message, ids, checks):
+        """`[B, rows, dim]` float32 from bytes, zero padded or cut to `rows`;
+        asserts each record's byte count and a length >= 0."""
+        size = tf.cast(tf.strings.length(raw), tf.int64)
+        ok = tf.logical_and(length >= 0, size == expected_bytes)
+        checks.append(tf.debugging.Assert(
+            tf.reduce_all(ok), [message, tf.boolean_mask(ids, tf.logical_not(ok))], summarize=5,
+        ))
+        values = tf.io.decode_raw(
+            raw, tf.float32, little_endian=True,
+            fixed_length=rows * dim * records.BYTES_PER_VALUE,
+        )
+        return tf.reshape(values, [-1, rows, dim])
+
     def _stored_mean(parsed, m, dim, length, ids, checks):
         key = schema.mean_key(m)
-        raw = parsed[key]
-        size = tf.cast(tf.strings.length(raw), tf.int64)
-        ok = tf.logical_and(length >= 0, size == dim * records.BYTES_PER_VALUE)
-        checks.append(tf.debugging.Assert(
-            tf.reduce_all(ok),
-            [f"{where}: field {key} holds a byte count other than "
-             f"feature_dims[{m}]={dim} x 4, or {schema.length_key(m)} is "
-             "negative (damaged record); clip ids:",
-             tf.boolean_mask(ids, tf.logical_not(ok))],
-            summarize=5,
-        ))
-        mean = tf.io.decode_raw(
-            raw, tf.float32, little_endian=True,
-            fixed_length=dim * records.BYTES_PER_VALUE,
+        mean = _decode(
+            parsed[key], length, dim * records.BYTES_PER_VALUE, 1, dim,
+            f"{where}: field {key} holds a byte count other than "
+            f"feature_dims[{m}]={dim} x 4, or {schema.length_key(m)} is "
+            "negative (damaged record); clip ids:",
+            ids, checks,
         )
-        mean = tf.reshape(mean, [-1, 1, dim])
         return mean, tf.cast(tf.minimum(length, 1), tf.int32)
 
     return parse
