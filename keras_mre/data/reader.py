@@ -445,8 +445,8 @@ def _check_mean(raw, frames, m, fail):
              f"{dim * records.BYTES_PER_VALUE}")
     stored = np.frombuffer(raw, dtype=records.FRAME_DTYPE)
     expected = records.frame_mean(frames)
-    # The writer stores the float64 mean rounded once to float32; allow a
-    # few float32 ulps of the frames' scale for other writers' summation.
+    # The writer stores the float64 mean rounded once to float32; other
+    # writers may sum in float32, so allow 1e-5 of the frames' magnitude.
     scale = max(float(np.abs(frames).max(initial=0.0)), 1.0)
     error = np.abs(stored.astype(np.float64) - expected)
     if not np.all(error <= 1e-5 * scale):
