@@ -2,7 +2,8 @@
 
 MRE: `MaskedMeanDNNEncoder`, `LSTMEncoder`, `RelevanceAttention`,
 `LowRankFusion`. Baselines: `TensorFusion`, `CrossmodalTransformer`,
-`DynamicFusionGraph`, `MemoryFusionCell`, `SegmentPooling`.
+`DynamicFusionGraph`, `MemoryFusionCell`, `SegmentPooling`,
+`TrimPadding`.
 """
 
 from keras_mre.layers.crossmodal_transformer import CrossmodalTransformer
@@ -14,6 +15,7 @@ from keras_mre.layers.memory_fusion_cell import MemoryFusionCell
 from keras_mre.layers.relevance_attention import RelevanceAttention
 from keras_mre.layers.segment_pooling import SegmentPooling
 from keras_mre.layers.tensor_fusion import TensorFusion
+from keras_mre.layers.trim_padding import TrimPadding
 
 __all__ = [
     "CrossmodalTransformer",
@@ -25,4 +27,5 @@ __all__ = [
     "RelevanceAttention",
     "SegmentPooling",
     "TensorFusion",
+    "TrimPadding",
 ]

@@ -16,7 +16,8 @@ class SegmentPooling(keras.layers.Layer):
     valid frames, step `s` (0-based) is the mean of frames
     `floor(s * n / S) <= t < max(floor((s + 1) * n / S), floor(s * n / S) + 1)`,
     so every step of a non-empty sequence covers at least one frame (short
-    sequences repeat frames). A sequence with `n = 0` pools to zeros.
+    sequences repeat frames). A sequence with `n = 0` pools to zeros; padded
+    frames never reach the output, even NaN or inf ones.
 
     Args:
         num_steps: int, the number of output steps `S`.
@@ -52,6 +53,10 @@ class SegmentPooling(keras.layers.Layer):
         )
         weights = ops.cast(inside, frames.dtype)
         counts = ops.maximum(ops.sum(weights, axis=2, keepdims=True), 1.0)
+        # A zero weight times a NaN or inf padded frame is still NaN: the
+        # padded frames are zeroed before the product.
+        valid = ops.arange(time, dtype="int32")[None, :, None] < n[:, :, None]
+        frames = ops.where(valid, frames, ops.zeros_like(frames))
         return ops.matmul(weights / counts, frames)
 
     def compute_output_shape(self, frames_shape, lengths_shape=None):

@@ -10,6 +10,7 @@ from keras_mre.config import ModelConfig, _is_int, _is_number
 from keras_mre.data import schema
 from keras_mre.errors import ConfigError
 from keras_mre.layers.crossmodal_transformer import CrossmodalTransformer
+from keras_mre.layers.trim_padding import TrimPadding
 from keras_mre.models.emotion_model import EmotionModel
 from keras_mre.models.registry import register_model
 
@@ -159,6 +160,10 @@ class MulTModel(EmotionModel):
     frames after it, so frames past a length must be zero (as the data
     pipeline pads them).
 
+    Each batch is first cut to its longest clip per modality
+    (`TrimPadding`, TensorFlow outside XLA): the attention maps shrink with
+    the square of that length, and the valid frames' results are the same.
+
     Outputs: `"emotion"` probabilities `[batch, C]`, `"logits"` `[batch, C]`.
 
     Args:
@@ -173,8 +178,8 @@ class MulTModel(EmotionModel):
         modalities = config.modalities
         projected, lengths = {}, {}
         for modality in modalities:
-            frames = inputs[modality]
             length = inputs[schema.length_key(modality)]
+            frames = TrimPadding(name=f"{modality}_trim")(inputs[modality], length)
             if config.input_dropout.get(modality, 0.0) > 0.0:
                 frames = keras.layers.Dropout(
                     config.input_dropout[modality], name=f"{modality}_dropout"

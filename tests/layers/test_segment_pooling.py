@@ -85,7 +85,7 @@ def test_single_step_is_masked_mean():
         np.testing.assert_allclose(out[b, 0], frames[b, :n].mean(0), rtol=1e-5, atol=1e-6)
 
 
-@pytest.mark.parametrize("garbage", [1e4, -3.0])
+@pytest.mark.parametrize("garbage", [1e4, -3.0, np.nan, np.inf])
 def test_padded_frames_do_not_matter(garbage):
     lengths = np.array([9, 4, 2, 0], "int32")
     clean = _padded(lengths, 9, 3, seed=5)
