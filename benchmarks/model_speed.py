@@ -5,7 +5,8 @@
 Each model trains on one random batch of MOSEI shapes (text 50x768, audio
 500x74, vision 500x35, zero-padded with random lengths) held in memory, so
 the numbers are the cost of the compiled training step alone, without input
-reading. Each model gets the batch as `keras_mre.train` feeds it: the
+reading; a step is what `Model.fit` runs per batch (`fit_step`). Each
+model gets the batch as `keras_mre.train` feeds it: the
 modalities of `model.pooled_modalities()` (audio and vision of MRE, LMF and
 TFN) averaged once per clip, `load_dataset(pool=...)`. Seconds per epoch
 are `16326 / samples_per_s` (MOSEI's training split). Results are printed
@@ -54,6 +55,21 @@ def as_trained(model, features):
     return pool_frames(features, model.pooled_modalities())
 
 
+def fit_step(model, x, y):
+    """A function running one training step of `model` on `(x, y)` as
+    `Model.fit` does per batch: the compiled `model.train_function` on the
+    batch, then the loss read back (what a PyTorch loop's `loss.item()`
+    does). `Model.train_on_batch` would also reset every metric and convert
+    all logs on each call, work `fit` does once per epoch."""
+    model.make_train_function()
+
+    def step():
+        logs = model.train_function(iter(((x, y),)))
+        return float(logs["loss"])
+
+    return step
+
+
 def measure(model_name, batch_size=64, seconds=10.0, warmup=2, num_classes=2, **overrides):
     """Training samples/s of `model_name` on MOSEI shapes.
 
@@ -76,12 +92,13 @@ def measure(model_name, batch_size=64, seconds=10.0, warmup=2, num_classes=2, **
     )
     x = {k: tf.constant(v) for k, v in as_trained(model, features).items()}
     y = {k: tf.constant(v) for k, v in labels.items()}
+    step = fit_step(model, x, y)
     for _ in range(warmup):
-        model.train_on_batch(x, y)
+        step()
     compile_seconds = time.perf_counter() - start
     steps, start = 0, time.perf_counter()
     while True:
-        model.train_on_batch(x, y)
+        step()
         steps += 1
         elapsed = time.perf_counter() - start
         if elapsed >= seconds and steps >= 2:

@@ -307,15 +307,9 @@ class _KerasRunner(_StepTimer):
                 return model.train_on_batch(x, y)
 
             return step
-        model.make_train_function()
+        from model_speed import fit_step
 
-        def step():
-            # What `fit` runs per batch; with a Python iterator, Keras calls
-            # the compiled one-step function on the batch it yields.
-            logs = model.train_function(iter(((x, y),)))
-            return float(logs["loss"])
-
-        return step
+        return fit_step(model, x, y)
 
 
 
