@@ -24,6 +24,32 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 MOSEI_TRAIN_CLIPS = 16326
 
 
+def ensure_data(path, train_clips=MOSEI_TRAIN_CLIPS):
+    """Writes the mosei-preset simulator set at `path` unless it is there
+    with `train_clips` training clips and stored frame means; returns the
+    seconds spent writing, or None."""
+    from keras_mre_pipelines import synth
+
+    from keras_mre import data
+
+    existing = None
+    if (path / "dataset.json").exists():
+        cached = data.load_info(path)
+        # Data sets written before the records held frame means are rewritten.
+        existing = cached.splits.get("train") if cached.frame_means else None
+    if existing == train_clips:
+        return None
+    start = time.perf_counter()
+    synth.synthesize(
+        path,
+        preset="mosei",
+        seed=0,
+        num_clips={"train": train_clips, "valid": 1, "test": 1},
+        overwrite=True,
+    )
+    return time.perf_counter() - start
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--data-dir", default=str(pathlib.Path.home() / ".cache" / "keras-mre-bench" / "sim-mosei"))
@@ -35,28 +61,12 @@ def main(argv=None):
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
     import model_speed
-    from keras_mre_pipelines import synth
 
     import keras_mre
     from keras_mre import data
 
     path = pathlib.Path(args.data_dir)
-    write_seconds = None
-    existing = None
-    if (path / "dataset.json").exists():
-        cached = data.load_info(path)
-        # Data sets written before the records held frame means are rewritten.
-        existing = cached.splits.get("train") if cached.frame_means else None
-    if existing != args.train_clips:
-        start = time.perf_counter()
-        synth.synthesize(
-            path,
-            preset="mosei",
-            seed=0,
-            num_clips={"train": args.train_clips, "valid": 1, "test": 1},
-            overwrite=True,
-        )
-        write_seconds = time.perf_counter() - start
+    write_seconds = ensure_data(path, args.train_clips)
     info = data.load_info(path)
     size = sum(f.stat().st_size for f in path.rglob("*") if f.is_file())
     model = keras_mre.build_model(

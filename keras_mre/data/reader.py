@@ -239,6 +239,7 @@ def load_dataset(
     num_workers=None,
     verify=False,
     pool=None,
+    autotune=False,
 ):
     """Stream one split of a data set as batches for `model.fit`.
 
@@ -291,6 +292,16 @@ def load_dataset(
             checked here either; `verify` checks everything.)
             `keras_mre.train` passes it; the exported model still takes full
             frame sequences.
+        autotune: Let tf.data's autotuner tune the pipeline
+            (`tf.data.Options().autotune.enabled`). Off by default: the
+            reads, the parse and the prefetch run at tf.data's default
+            parallelism, which read the MOSEI-sized split as fast. With the
+            autotuner on, discarding an iterator that was not read to its
+            end (`Model.fit` stops each epoch at the known batch count and
+            then opens the next one) waited for the autotuner's thread to
+            wake, up to its optimization period: stalls of 1.5-18 s at the
+            start of an epoch with TensorFlow 2.21
+            (`benchmarks/results/iterator_teardown.md`).
 
     Returns:
         A `tf.data.Dataset` of `(features, labels)`: features
@@ -316,6 +327,8 @@ def load_dataset(
         if not isinstance(value, numbers.Integral) or value < 1:
             raise ConfigError(f"load_dataset: max_lengths[{m!r}] must be a positive integer, got {value!r}")
     pool = _check_pool(info, pool)
+    if not isinstance(autotune, bool):
+        raise ConfigError(f"load_dataset: autotune must be True or False, got {autotune!r}")
     files = _shard_files(info, split)
     if verify:
         verify_dataset(info, [split])
@@ -371,6 +384,7 @@ def load_dataset(
     ds = ds.prefetch(tf.data.AUTOTUNE)
     options = tf.data.Options()
     options.experimental_distribute.auto_shard_policy = policy
+    options.autotune.enabled = autotune
     return ds.with_options(options)
 
 

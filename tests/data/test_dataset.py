@@ -444,3 +444,23 @@ def test_bad_load_arguments(tmp_path):
         data.load_dataset(tmp_path / "ds", "train", pool=["audio", "face"])
     with pytest.raises(ConfigError, match=r"pool must be a list of modality names, got 'audio'"):
         data.load_dataset(tmp_path / "ds", "train", pool="audio")
+    for bad in ("yes", 1, None):
+        with pytest.raises(ConfigError, match=rf"autotune must be True or False, got {bad!r}"):
+            data.load_dataset(tmp_path / "ds", "train", autotune=bad)
+
+
+def test_autotune_is_off_unless_asked_and_reads_the_same(tmp_path):
+    write(tmp_path / "ds", {"train": make_clips("a", 9)})
+
+    def read(**kwargs):
+        ds = data.load_dataset(tmp_path / "ds", "train", batch_size=4, seed=3,
+                               with_ids=True, **kwargs)
+        ids = [i.decode() for _, _, batch_ids in ds for i in batch_ids.numpy()]
+        return ds.options().autotune.enabled, ids
+
+    off, ids_off = read()
+    on, ids_on = read(autotune=True)
+    assert (off, on) == (False, True)
+    # Parallelism may change, the seeded order and the clips may not.
+    assert ids_off == ids_on
+    assert sorted(ids_off) == sorted(f"a{i}" for i in range(9))
