@@ -90,6 +90,15 @@ def test_xla_compiled_functions_get_the_whole_sequence():
     assert not trim_padding._xla_compiling()
 
 
+def test_without_tensorflows_xla_check_nothing_is_cut(monkeypatch):
+    from tensorflow.python.ops import control_flow_util
+
+    monkeypatch.delattr(control_flow_util, "GraphOrParentsInXlaContext")
+    frames = _padded([3, 1], 8, 2, seed=6)
+    out = np.asarray(TrimPadding()(frames, np.array([3, 1], "int32")))
+    np.testing.assert_array_equal(out, frames)
+
+
 def test_output_shapes():
     layer = TrimPadding()
     assert tuple(layer.compute_output_shape((None, 500, 74), (None,))) == (None, None, 74)
