@@ -173,17 +173,12 @@ def encoder_times(batch_size, rounds, steps, progress):
 def epoch_time(clips, batch_size, workdir):
     """Seconds of one MRE epoch over `clips` simulated mosei-preset clips."""
     import keras_mre
+    from mosei_epoch import ensure_data
+
     from keras_mre import data
-    from keras_mre_pipelines import synth
 
     path = pathlib.Path(workdir) / "mosei"
-    synth.synthesize(
-        path,
-        preset="mosei",
-        seed=0,
-        num_clips={"train": clips, "valid": 1, "test": 1},
-        overwrite=True,
-    )
+    ensure_data(path, clips)
     info = data.load_info(path)
     model = keras_mre.build_model(
         "mre",
