@@ -167,3 +167,34 @@ def test_mult_gives_the_same_results_cut_and_whole(monkeypatch):
     np.testing.assert_allclose(logits_cut.numpy(), logits_whole.numpy(), rtol=1e-4, atol=1e-5)
     for a, b in zip(grads_cut, grads_whole):
         np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-3, atol=1e-5)
+
+
+def test_exported_mult_serves_batches_of_any_longest_clip(tmp_path):
+    """The SavedModel keeps the cut (a graph outside XLA) and answers as
+    the Keras model does, for batches padded far past their longest clip.
+    Frames past the longest clip are filled with garbage for the served
+    call: only the cut keeps them out of the convolution at the longest
+    clip's last frame."""
+    from keras_mre import export
+
+    dims = {"text": 6, "audio": 5, "vision": 4}
+    model = build_model("mult", feature_dims=dims, num_classes=3, model_dim=8,
+                        num_heads=2, num_layers=1, memory_layers=1, seed=5)
+    version_dir = export.export_saved_model(model, str(tmp_path), name="mult",
+                                            version=1, verbose=False)
+    signature = tf.saved_model.load(version_dir).signatures["serving_default"]
+    rng = np.random.default_rng(7)
+    for longest in (3, 20):
+        batch = {}
+        for m, time in (("text", 20), ("audio", 30), ("vision", 25)):
+            lengths = rng.integers(1, min(longest, time) + 1, size=3).astype("int32")
+            batch[m] = _padded(lengths, time, dims[m], seed=longest + time)
+            batch[f"{m}_length"] = lengths
+        expected = model(batch, training=False)["emotion"].numpy()
+        dirty = dict(batch)
+        for m in dims:
+            dirty[m] = batch[m].copy()
+            dirty[m][:, int(batch[f"{m}_length"].max()):] = 50.0
+        served = signature(**{k: tf.constant(v) for k, v in dirty.items()})
+        np.testing.assert_allclose(served["probabilities"].numpy(), expected,
+                                   rtol=1e-4, atol=1e-5)
