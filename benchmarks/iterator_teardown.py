@@ -9,9 +9,9 @@ same by hand on the mosei-preset simulator set (the one
 `benchmarks/mosei_epoch.py` writes): per epoch it opens an iterator, reads
 exactly `cardinality` batches as fast as the pipeline gives them (no
 training), and times the destruction of the iterator before the next one
-opens. Both settings of
-`load_dataset(autotune=...)` are timed in alternating epochs, in one
-process. Results are printed and written as Markdown to `--output`.
+opens. Both settings of `load_dataset(autotune=...)` are timed in
+alternating epochs, in one process. Results are printed and written as
+Markdown to `--output`.
 """
 
 import argparse

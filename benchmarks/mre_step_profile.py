@@ -7,8 +7,8 @@ Part 1 times the compiled training step (what `Model.fit` runs per batch,
 `model_speed.fit_step`, on one in-memory random batch of MOSEI shapes:
 text 50x768, audio 500x74, vision 500x35, zero-padded with random
 lengths) of MRE (default: the text LSTM's XLA kernel), of MRE with the
-generic `keras.ops` LSTM (`lstm_implementation="generic"`), of MRE compiled whole with XLA
-(`jit_compile=True`), of MRE without its text LSTM
+generic `keras.ops` LSTM (`lstm_implementation="generic"`), of MRE
+compiled whole with XLA (`jit_compile=True`), of MRE without its text LSTM
 (`sequence_modalities=[]`, i.e. everything else of the step) and of our LMF.
 Models are built once and timed in alternating rounds in one process; each
 round runs `--steps` steps per model and the median over rounds is reported,
