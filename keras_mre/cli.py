@@ -65,6 +65,7 @@ def _train(args):
         steps_per_epoch=args.steps_per_epoch,
         cluster_timeout=args.cluster_timeout,
         verbose=args.verbose,
+        bucket_by=args.bucket_by,
     )
     return 0
 
@@ -228,6 +229,15 @@ def _positive_int(text):
     return value
 
 
+def _modality_list(text):
+    names = [name.strip() for name in text.split(",")]
+    if not all(names):
+        raise argparse.ArgumentTypeError(
+            f"expected comma-separated modality names, got {text!r}"
+        )
+    return names
+
+
 def _non_negative_int(text):
     try:
         value = int(text)
@@ -316,6 +326,9 @@ def build_parser(command=None):
                    help="early-stopping patience in epochs (default 5)")
     p.add_argument("--learning-rate", type=float, default=None, help="override the learning rate")
     p.add_argument("--steps-per-epoch", type=_positive_int, default=None)
+    p.add_argument("--bucket-by", type=_modality_list, default=None, metavar="MODALITIES",
+                   help="batch clips of similar length together, by these comma-separated "
+                        "modalities' lengths (e.g. audio,vision for MulT)")
     p.add_argument("--histogram-freq", type=_non_negative_int, default=1,
                    help="epochs between TensorBoard weight histograms, 0 = off (default 1)")
     p.add_argument("--cluster-timeout", type=_positive_int, default=120,

@@ -13,6 +13,7 @@ from keras_mre.data.info import FORMAT_VERSION
 from keras_mre.data.info import INFO_FILENAME
 from keras_mre.data.info import DatasetInfo
 from keras_mre.data.info import load_info
+from keras_mre.data.reader import check_bucket_by
 from keras_mre.data.reader import load_dataset
 from keras_mre.data.reader import verify_dataset
 from keras_mre.data.writer import Clip
@@ -24,6 +25,7 @@ __all__ = [
     "INFO_FILENAME",
     "Clip",
     "DatasetInfo",
+    "check_bucket_by",
     "clips_from_arrays",
     "explain_read_errors",
     "load_dataset",

@@ -464,3 +464,109 @@ def test_autotune_is_off_unless_asked_and_reads_the_same(tmp_path):
     # Parallelism may change, the seeded order and the clips may not.
     assert ids_off == ids_on
     assert sorted(ids_off) == sorted(f"a{i}" for i in range(9))
+
+
+def _ids(ds):
+    return [[i.decode() for i in ids.numpy()] for _, _, ids in ds]
+
+
+def _window_reference(order, clips, modalities, batch_size, window):
+    """Numpy reference of `bucket_by`: each window of `window * batch_size`
+    clips of the plain order, stably sorted by the longest of the
+    modalities' lengths (cut to MAX_LENGTHS), cut into batches."""
+    by_id = {clip.id: clip for clip in clips}
+    windows = []
+    size = window * batch_size
+    for start in range(0, len(order), size):
+        ids = order[start : start + size]
+        key = [max(min(len(by_id[i].features[m]), MAX_LENGTHS[m]) for m in modalities)
+               for i in ids]
+        ids = [ids[j] for j in np.argsort(key, kind="stable")]
+        windows.append([ids[j : j + batch_size] for j in range(0, len(ids), batch_size)])
+    return windows
+
+
+@pytest.mark.parametrize("modalities, window", [(["audio"], 3), (["audio", "vision"], 2)])
+def test_bucket_by_sorts_each_window_by_length(tmp_path, modalities, window):
+    clips = make_clips("a", 30, seed=5)
+    write(tmp_path / "ds", {"train": clips})
+    plain = data.load_dataset(tmp_path / "ds", "train", batch_size=4, seed=3, with_ids=True)
+    order = [i for batch in _ids(plain) for i in batch]
+    bucketed = data.load_dataset(tmp_path / "ds", "train", batch_size=4, seed=3, with_ids=True,
+                                 bucket_by=modalities, bucket_window=window)
+    batches = _ids(bucketed)
+    # The same count as plain batching, known to Keras; every clip once.
+    assert int(bucketed.cardinality()) == int(plain.cardinality()) == len(batches) == 8
+    assert sorted(i for batch in batches for i in batch) == sorted(order)
+    # Window by window, the same batches as the reference, in some order.
+    reference = _window_reference(order, clips, modalities, 4, window)
+    start, reordered = 0, []
+    for expected in reference:
+        got = batches[start : start + len(expected)]
+        assert sorted(got) == sorted(expected)
+        reordered.append(got != expected)
+        start += len(expected)
+    assert start == len(batches)
+    # ... not shortest first: a window's batches come in a shuffled order.
+    assert any(reordered)
+    # The batches' lengths are grouped: the spread inside a batch is below
+    # that of plain batching.
+    by_id = {clip.id: clip for clip in clips}
+
+    def spread(groups):
+        keys = [[max(min(len(by_id[i].features[m]), MAX_LENGTHS[m]) for m in modalities)
+                 for i in group] for group in groups]
+        return np.mean([max(k) - min(k) for k in keys])
+
+    assert spread(batches) < spread(_ids(plain))
+    # Each batch is parsed as plain batches are.
+    for features, labels, ids in bucketed.take(2):
+        reference_features, reference_labels = expected_batch(
+            [by_id[i.decode()] for i in ids.numpy()])
+        for key, value in reference_features.items():
+            np.testing.assert_allclose(features[key].numpy(), value, rtol=1e-6)
+        for key, value in reference_labels.items():
+            np.testing.assert_array_equal(labels[key].numpy(), value)
+
+
+def test_bucket_by_seeds_drop_remainder_and_repeat(tmp_path):
+    write(tmp_path / "ds", {"train": make_clips("a", 30, seed=5)})
+
+    def load(**kwargs):
+        options = dict(batch_size=4, seed=3, with_ids=True, bucket_by="text", bucket_window=2)
+        options.update(kwargs)
+        return data.load_dataset(tmp_path / "ds", "train", **options)
+
+    first = _ids(load())
+    assert first == _ids(load())
+    assert first != _ids(load(seed=4))
+    # Only the last window's last batch is partial; drop_remainder drops it.
+    assert [len(b) for b in first] == [4] * 7 + [2]
+    dropped = load(drop_remainder=True)
+    assert int(dropped.cardinality()) == 7
+    assert [len(b) for b in _ids(dropped)] == [4] * 7
+    # Windows run across the repeat: 60 clips in 15 batches.
+    repeated = load(repeat=2)
+    assert int(repeated.cardinality()) == 15
+    assert [len(b) for b in _ids(repeated)] == [4] * 15
+    # A new epoch of a cached set reshuffles before grouping.
+    cached = load(cache=True)
+    epochs = [_ids(cached) for _ in range(2)]
+    assert epochs[0] != epochs[1]
+    assert sorted(sum(epochs[0], [])) == sorted(sum(epochs[1], []))
+
+
+def test_bad_bucket_arguments(tmp_path):
+    write(tmp_path / "ds", {"train": make_clips("a", 2)})
+    for bad, message in [
+        ("face", r"bucket_by names unknown modality 'face'; data set .*ds has text, audio, vision"),
+        (["audio", "face"], r"bucket_by names unknown modality 'face'"),
+        ([], r"bucket_by must be a modality name or a non-empty list of them, got \[\]"),
+        (3, r"bucket_by must be a modality name or a non-empty list of them, got 3"),
+        ([1], r"bucket_by must be a modality name or a non-empty list of them, got \[1\]"),
+    ]:
+        with pytest.raises(ConfigError, match=rf"^load_dataset: {message}"):
+            data.load_dataset(tmp_path / "ds", "train", bucket_by=bad)
+    for bad in (0, -2, True, 2.0, "4"):
+        with pytest.raises(ConfigError, match=rf"bucket_window must be a positive integer, got {bad!r}"):
+            data.load_dataset(tmp_path / "ds", "train", bucket_by="audio", bucket_window=bad)

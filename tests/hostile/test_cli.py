@@ -163,6 +163,17 @@ def test_unknown_model_and_bad_config_value(cli, tiny_data, tmp_path):
     assert not (tmp_path / "a").exists() and not (tmp_path / "b").exists()
 
 
+def test_bucket_by_an_unknown_or_empty_modality(cli, capsys, tiny_data, tmp_path):
+    status, _, err = cli("train", "--data", tiny_data, "--out", tmp_path / "a",
+                         "--bucket-by", "audio,face", *TRAIN)
+    assert_one_line_error(status, err, r"train: bucket_by names unknown modality 'face'; data set .*tiny has")
+    assert not (tmp_path / "a").exists()
+    with pytest.raises(SystemExit) as exit_info:
+        cli("train", "--data", tiny_data, "--out", tmp_path / "b", "--bucket-by", "audio,", *TRAIN)
+    assert exit_info.value.code == 2
+    assert "expected comma-separated modality names, got 'audio,'" in capsys.readouterr().err
+
+
 def test_export_of_a_run_with_an_empty_model_file(cli, run_copy, tmp_path):
     open(os.path.join(run_copy, "model.keras"), "w").close()
     status, _, err = cli("export", "--run", run_copy, "--out", tmp_path / "export")

@@ -33,6 +33,7 @@ def test_run_files(trained_run, small_data):
     assert record["model_config"]["feature_dims"] == {"text": 12, "audio": 6, "vision": 5}
     assert record["model_config"]["hidden_dim"] == 16
     assert record["training"]["batch_size"] == 16 and record["training"]["seed"] == 7
+    assert record["training"]["bucket_by"] is None
     with open(os.path.join(trained_run, "history.json")) as f:
         history = json.load(f)
     assert len(history["history"]["val_f1_weighted"]) == 2
@@ -195,6 +196,20 @@ def test_empty_train_split_is_refused(tmp_path):
     with pytest.raises(DataError, match="split 'train' holds no clips; nothing to train on"):
         training.train(data_dir, str(tmp_path / "run"), verbose=0)
     assert not (tmp_path / "run").exists()
+
+
+def test_bucket_by_is_checked_and_recorded(tmp_path, small_data):
+    with pytest.raises(ConfigError, match=r"^train: bucket_by names unknown modality 'face'"):
+        training.train(small_data, str(tmp_path / "bad"), bucket_by="face")
+    assert not os.path.exists(tmp_path / "bad")
+    run_dir = str(tmp_path / "run")
+    result = training.train(small_data, run_dir, epochs=1, batch_size=8, config={"hidden_dim": 8},
+                            histogram_freq=0, verbose=0, bucket_by=["audio", "vision"])
+    with open(os.path.join(run_dir, "config.json")) as f:
+        assert json.load(f)["training"]["bucket_by"] == ["audio", "vision"]
+    with open(os.path.join(run_dir, "history.json")) as f:
+        assert np.isfinite(json.load(f)["history"]["loss"][0])
+    assert result.epochs_run == 1
 
 
 def test_non_finite_loss_stops_without_a_model(tmp_path):
