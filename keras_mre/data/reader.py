@@ -130,7 +130,7 @@ def _length_sorted_batches(ds, max_lengths, batch_size, window, seed, drop_remai
     }
     seed_value = tf.constant(0 if seed is None else int(seed), tf.int64)
 
-    def sort(index, serialized):
+    def sort(serialized):
         parsed = tf.io.parse_example(serialized, spec)
         key = tf.reduce_max(
             tf.stack(
@@ -139,28 +139,38 @@ def _length_sorted_batches(ds, max_lengths, batch_size, window, seed, drop_remai
             axis=0,
         )
         serialized = tf.gather(serialized, tf.argsort(key, stable=True))
+        # The window as rows of one batch each (the last padded with empty
+        # strings) and each row's clip count, rows in a shuffled order.
         count = tf.shape(serialized, out_type=tf.int64)[0]
-        starts = tf.range(0, count, batch_size, dtype=tf.int64)
+        rows = (count + batch_size - 1) // batch_size
+        padding = tf.fill(tf.reshape(rows * batch_size - count, [1]), "")
+        batches = tf.reshape(tf.concat([serialized, padding], 0), [-1, batch_size])
+        sizes = tf.minimum(count - tf.range(rows) * batch_size, batch_size)
+        order = tf.range(rows)
         if seed is None:
-            starts = tf.random.shuffle(starts)
+            order = tf.random.shuffle(order)
         else:
-            starts = tf.random.experimental.stateless_shuffle(
-                starts, seed=tf.stack([seed_value, index])
+            # Seeded by `seed` and the window's first record, which the
+            # seeded record shuffle made: the same on every worker.
+            first = tf.strings.to_hash_bucket_fast(serialized[:1], 2**62)[0]
+            order = tf.random.experimental.stateless_shuffle(
+                order, seed=tf.stack([seed_value, first])
             )
-        return serialized, starts
+        return tf.gather(batches, order), tf.gather(sizes, order)
 
-    def split(serialized, starts):
-        count = tf.shape(serialized, out_type=tf.int64)[0]
-        return tf.data.Dataset.from_tensor_slices(starts).map(
-            lambda start: serialized[start : tf.minimum(start + batch_size, count)]
-        )
-
-    ds = ds.batch(batch_size * window).enumerate()
+    # Only map, batch, unbatch and filter: tf.data's FILE auto-sharding
+    # walks back to the shard files through those (not through enumerate's
+    # second source, flat_map's inner data sets or scan's state).
+    ds = ds.batch(batch_size * window)
     ds = ds.map(sort, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
-    ds = ds.flat_map(split)
+    ds = ds.unbatch()
     if drop_remainder:
-        # Windows hold whole batches: only the last one can be partial.
-        ds = ds.filter(lambda batch: tf.shape(batch)[0] == batch_size)
+        # Windows hold whole batches: only one of the last can be partial.
+        ds = ds.filter(lambda batch, size: size == batch_size)
+        # A static batch size lets distribution strategies split the batches.
+        ds = ds.map(lambda batch, size: tf.ensure_shape(batch, [batch_size]))
+    else:
+        ds = ds.map(lambda batch, size: batch[:size])
     if expected >= 0:
         ds = ds.apply(tf.data.experimental.assert_cardinality(expected))
     return ds
@@ -390,8 +400,8 @@ def load_dataset(
             the cut to `max_lengths`) and cut into batches, and the batches
             of a window are yielded in a random order (seeded by `seed`).
             Every clip still comes once per epoch and the batch count is
-            that of plain batching: only the last window's last batch may
-            be partial. Models that cut a batch to its longest clip (MulT's
+            that of plain batching: at most one batch, in the last window,
+            is partial. Models that cut a batch to its longest clip (MulT's
             `TrimPadding`, the text LSTM's loop over `max(lengths)` steps)
             then spend less on padding. Batches are less random than with
             plain batching; the default None batches the shuffled records

@@ -56,16 +56,20 @@ def no_dropout(tmp_path):
     return str(path)
 
 
-def test_two_workers_match_one_process(tmp_path, small_data, no_dropout):
+@pytest.mark.parametrize("bucket_by", [None, "audio"])
+def test_two_workers_match_one_process(tmp_path, small_data, no_dropout, bucket_by):
     # Same global batch (8) and shuffle seed; dropout off so that both
     # runs compute the same function. Each worker gets half of every global
     # batch; gradients are all-reduced, so the weights after one epoch must
-    # equal the single-process weights up to float32 summation order.
+    # equal the single-process weights up to float32 summation order. With
+    # bucket_by, both must form the same length-sorted batches.
     ports = _free_ports(2)
     cluster = {"worker": [f"127.0.0.1:{p}" for p in ports]}
     # 40 training clips: 5 full global batches of 8, none left out.
     common = ["train", "--data", small_data, "--config", no_dropout, "--epochs", "1",
               "--batch-size", "8", "--seed", "5", "--histogram-freq", "0", "--verbose", "0"]
+    if bucket_by:
+        common += ["--bucket-by", bucket_by]
     workers = [
         _start(common + ["--out", str(tmp_path / "multi"), "--strategy", "multiworker",
                          "--cluster-timeout", "300"],
@@ -75,7 +79,7 @@ def test_two_workers_match_one_process(tmp_path, small_data, no_dropout):
     from keras_mre import training
 
     training.train(small_data, str(tmp_path / "single"), config=no_dropout, epochs=1, batch_size=8,
-                   seed=5, strategy="none", histogram_freq=0, verbose=0)
+                   seed=5, strategy="none", histogram_freq=0, verbose=0, bucket_by=bucket_by)
     for process in workers:
         status, out, err = _finish(process)
         assert status == 0, err[-3000:]
