@@ -17,6 +17,9 @@ from keras_mre.errors import DataError
 _SHUFFLE_BUFFER_BYTES = 256 * 1024 * 1024
 _MAX_SHUFFLE_BUFFER = 10000
 _READ_BUFFER_BYTES = 8 * 1024 * 1024
+# bucket_by's sorting windows hold serialized records too (three copies of
+# one window at most); this sets their default size.
+_BUCKET_WINDOW_BYTES = 64 * 1024 * 1024
 
 
 def _resolve_info(path):
@@ -112,15 +115,17 @@ def check_bucket_by(info, bucket_by, caller="load_dataset"):
     return names
 
 
-def _length_sorted_batches(ds, max_lengths, batch_size, window, seed, drop_remainder):
+def _length_sorted_batches(ds, max_lengths, batch_size, window, seed, shuffle, drop_remainder):
     """Batches of serialized records, grouped by length within windows.
 
     `ds` yields serialized records; `max_lengths` maps the modalities to
     sort by to the length each is cut to. Every `window * batch_size`
-    records are sorted by the longest of those lengths (stable), cut into
-    batches of `batch_size` and yielded in a shuffled order; the batch count
-    equals that of `ds.batch(batch_size, drop_remainder)`, which is asserted
-    where it is known.
+    records are sorted by the longest of those lengths (stable) and cut
+    into batches of `batch_size`, yielded in a shuffled order when
+    `shuffle` (else shortest first); the batch count equals that of
+    `ds.batch(batch_size, drop_remainder)`, which is asserted where it is
+    known. Each record is copied three times on its way (into its window,
+    into its sorted place, into its batch), never more.
     """
     import tensorflow as tf
 
@@ -138,31 +143,35 @@ def _length_sorted_batches(ds, max_lengths, batch_size, window, seed, drop_remai
             ),
             axis=0,
         )
-        serialized = tf.gather(serialized, tf.argsort(key, stable=True))
-        # The window as rows of one batch each (the last padded with empty
-        # strings) and each row's clip count, rows in a shuffled order.
+        # Rows of one batch each, as indices into the window: the sorted
+        # order, the last row padded with index 0 (cut off again below).
         count = tf.shape(serialized, out_type=tf.int64)[0]
         rows = (count + batch_size - 1) // batch_size
-        padding = tf.fill(tf.reshape(rows * batch_size - count, [1]), "")
-        batches = tf.reshape(tf.concat([serialized, padding], 0), [-1, batch_size])
+        order = tf.argsort(key, stable=True)
+        order = tf.pad(order, [[0, rows * batch_size - count]])
+        order = tf.reshape(order, [-1, batch_size])
         sizes = tf.minimum(count - tf.range(rows) * batch_size, batch_size)
-        order = tf.range(rows)
-        if seed is None:
-            order = tf.random.shuffle(order)
-        else:
-            # Seeded by `seed` and the window's first record, which the
-            # seeded record shuffle made: the same on every worker.
-            first = tf.strings.to_hash_bucket_fast(serialized[:1], 2**62)[0]
-            order = tf.random.experimental.stateless_shuffle(
-                order, seed=tf.stack([seed_value, first])
-            )
-        return tf.gather(batches, order), tf.gather(sizes, order)
+        if shuffle:
+            shuffled = tf.range(rows)
+            if seed is None:
+                shuffled = tf.random.shuffle(shuffled)
+            else:
+                # Seeded by `seed` and the window's first record, which the
+                # seeded record shuffle made: the same on every worker.
+                first = tf.strings.to_hash_bucket_fast(serialized[:1], 2**62)[0]
+                shuffled = tf.random.experimental.stateless_shuffle(
+                    shuffled, seed=tf.stack([seed_value, first])
+                )
+            order, sizes = tf.gather(order, shuffled), tf.gather(sizes, shuffled)
+        batches = tf.gather(serialized, tf.reshape(order, [-1]))
+        return tf.reshape(batches, [-1, batch_size]), sizes
 
     # Only map, batch, unbatch and filter: tf.data's FILE auto-sharding
     # walks back to the shard files through those (not through enumerate's
-    # second source, flat_map's inner data sets or scan's state).
+    # second source, flat_map's inner data sets or scan's state). One window
+    # is sorted at a time, to bound the memory.
     ds = ds.batch(batch_size * window)
-    ds = ds.map(sort, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+    ds = ds.map(sort)
     ds = ds.unbatch()
     if drop_remainder:
         # Windows hold whole batches: only one of the last can be partial.
@@ -174,6 +183,14 @@ def _length_sorted_batches(ds, max_lengths, batch_size, window, seed, drop_remai
     if expected >= 0:
         ds = ds.apply(tf.data.experimental.assert_cardinality(expected))
     return ds
+
+
+def _default_bucket_window(info, split, files, batch_size):
+    """Batches per sorting window: about 64 MB of records, 2 to 32 batches."""
+    count = max(info.splits[split], 1)
+    record_bytes = max(sum(os.path.getsize(f) for f in files) / count, 1)
+    batches = int(_BUCKET_WINDOW_BYTES // (record_bytes * batch_size))
+    return max(2, min(32, batches))
 
 
 def _default_shuffle_buffer(info, split, files):
@@ -329,7 +346,7 @@ def load_dataset(
     pool=None,
     autotune=False,
     bucket_by=None,
-    bucket_window=32,
+    bucket_window=None,
 ):
     """Stream one split of a data set as batches for `model.fit`.
 
@@ -398,7 +415,8 @@ def load_dataset(
             taken `bucket_window` batches at a time; each window is sorted
             by the clips' length (the longest of the named modalities, after
             the cut to `max_lengths`) and cut into batches, and the batches
-            of a window are yielded in a random order (seeded by `seed`).
+            of a window are yielded in a random order (seeded by `seed`;
+            shortest first without `shuffle`).
             Every clip still comes once per epoch and the batch count is
             that of plain batching: at most one batch, in the last window,
             is partial. Models that cut a batch to its longest clip (MulT's
@@ -406,10 +424,13 @@ def load_dataset(
             then spend less on padding. Batches are less random than with
             plain batching; the default None batches the shuffled records
             as they come.
-        bucket_window: Batches per sorting window with `bucket_by` (a
-            positive integer, default 32). Larger windows group lengths more
-            tightly; the window must also be filled before its first batch
-            comes out.
+        bucket_window: Batches per sorting window with `bucket_by`: a
+            positive integer, or None (the default) for about 64 MB of
+            records, 2 to 32 batches (4 batches of 64 MOSEI clips, 32 of
+            small clips). Larger windows group lengths more tightly but
+            hold more memory (a window is copied up to three times while it
+            is sorted), and a window is filled before its first batch comes
+            out.
 
     Returns:
         A `tf.data.Dataset` of `(features, labels)`: features
@@ -438,13 +459,14 @@ def load_dataset(
     if not isinstance(autotune, bool):
         raise ConfigError(f"load_dataset: autotune must be True or False, got {autotune!r}")
     bucket_by = check_bucket_by(info, bucket_by)
-    if (
+    if bucket_window is not None and (
         not isinstance(bucket_window, numbers.Integral)
         or isinstance(bucket_window, bool)
         or bucket_window < 1
     ):
         raise ConfigError(
-            f"load_dataset: bucket_window must be a positive integer, got {bucket_window!r}"
+            "load_dataset: bucket_window must be a positive integer or None, "
+            f"got {bucket_window!r}"
         )
     files = _shard_files(info, split)
     if verify:
@@ -495,9 +517,10 @@ def load_dataset(
     if bucket_by:
         lengths = dict(info.max_lengths)
         lengths.update(max_lengths or {})
+        window = bucket_window or _default_bucket_window(info, split, files, batch_size)
         ds = _length_sorted_batches(
-            ds, {m: lengths[m] for m in bucket_by}, batch_size, bucket_window,
-            seed, drop_remainder,
+            ds, {m: lengths[m] for m in bucket_by}, batch_size, window,
+            seed, shuffle, drop_remainder,
         )
     else:
         ds = ds.batch(batch_size, drop_remainder=drop_remainder)

@@ -561,6 +561,24 @@ def test_bucket_by_seeds_drop_remainder_and_repeat(tmp_path):
     assert sorted(sum(epochs[0], [])) == sorted(sum(epochs[1], []))
 
 
+def test_bucket_by_without_shuffle_and_the_default_window(tmp_path):
+    clips = make_clips("a", 30, seed=5)
+    write(tmp_path / "ds", {"test": clips})
+    by_id = {clip.id: clip for clip in clips}
+    ds = data.load_dataset(tmp_path / "ds", "test", batch_size=4, with_ids=True,
+                           bucket_by="vision")
+    batches = _ids(ds)
+    assert batches == _ids(ds)
+    # Tiny records: the default window (about 64 MB, at most 32 batches)
+    # holds the whole split, and without shuffling its batches come
+    # shortest first: the stored order, stably sorted by length.
+    stored = [clip.id for clip in clips]
+    assert batches == _window_reference(stored, clips, ["vision"], 4, 32)[0]
+    keys = [min(len(by_id[i].features["vision"]), MAX_LENGTHS["vision"])
+            for batch in batches for i in batch]
+    assert keys == sorted(keys) and keys != [min(len(c.features["vision"]), 4) for c in clips]
+
+
 def test_bad_bucket_arguments(tmp_path):
     write(tmp_path / "ds", {"train": make_clips("a", 2)})
     for bad, message in [
@@ -573,5 +591,5 @@ def test_bad_bucket_arguments(tmp_path):
         with pytest.raises(ConfigError, match=rf"^load_dataset: {message}"):
             data.load_dataset(tmp_path / "ds", "train", bucket_by=bad)
     for bad in (0, -2, True, 2.0, "4"):
-        with pytest.raises(ConfigError, match=rf"bucket_window must be a positive integer, got {bad!r}"):
+        with pytest.raises(ConfigError, match=rf"bucket_window must be a positive integer or None, got {bad!r}"):
             data.load_dataset(tmp_path / "ds", "train", bucket_by="audio", bucket_window=bad)
