@@ -154,18 +154,27 @@ class LSTMEncoder(keras.layers.Layer):
         if self._use_xla(training):
             from keras_mre.layers._lstm_xla_kernel import lstm_last_state
 
-            # The kernel reads time-major gates: the valid steps are listed
-            # in time-major order (row t * batch + b) and gathered from the
-            # batch-major inputs (row b * steps + t), so no transpose runs
-            # on either side of the kernel. At least one (all-zero, never
-            # picked) step; the kernel runs the first max(lengths) only.
+            # The kernel reads time-major gates of clips sorted longest
+            # first: the valid steps are listed in time-major order (row
+            # t * batch + b of sorted clip b) and gathered from the
+            # batch-major inputs (row order[b] * steps + t), so neither a
+            # transpose nor a sort of the features runs on either side of
+            # the kernel. At least one (all-zero, never picked) step; the
+            # kernel runs the first max(lengths) only.
+            order = ops.cast(ops.argsort(-lengths), "int32")
+            sorted_lengths = ops.take(lengths, order)
+            sorted_valid = positions < sorted_lengths[:, None]
             gates = self._project_valid_steps(
-                inputs, ops.transpose(valid), lambda r: (r % batch) * steps + r // batch
+                inputs,
+                ops.transpose(sorted_valid),
+                lambda r: ops.take(order, r % batch) * steps + r // batch,
             )
             gates = ops.reshape(gates, (steps, batch, 4 * units))
             gates = ops.pad(gates, [[0, 1 - ops.minimum(steps, 1)], [0, 0], [0, 0]])
             kernel = ops.convert_to_tensor(self.cell.recurrent_kernel)
-            picked = lstm_last_state(gates, kernel, lengths)
+            picked = lstm_last_state(gates, kernel, sorted_lengths)
+            # Back to the clips' own order.
+            picked = ops.take(picked, ops.argsort(order), axis=0)
             return self.dropout_layer(picked, training=training)
         if keras.config.backend() != "tensorflow":
             # Static shapes (JAX compiles every step function): project and
