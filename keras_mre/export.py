@@ -18,7 +18,12 @@
 | `relevance_<m>` | float32 | `[batch]` for each modality |
 
 The graph holds only core TensorFlow ops (no tensorflow-text), so a stock
-`tensorflow/serving` binary loads it. The export is written under a hidden
+`tensorflow/serving` binary loads it. It checks every request before the
+model runs and answers a bad one with INVALID_ARGUMENT and a message naming
+the input (`_check_request`): inputs whose batch sizes disagree, lengths
+outside `0..frames sent`, NaN or infinite frames. TensorFlow itself refuses
+wrong dtypes, ranks, feature widths and missing inputs against the
+signature. The export is written under a hidden
 temporary name (`.tmp-VERSION-HOST-PID`) and renamed into place when
 complete; TF Serving ignores directories whose names are not version
 numbers. The next export to the same model base removes such directories
@@ -108,7 +113,7 @@ def make_serving_function(model, class_names=None):
     description = signature_description(config, class_names)
 
     def serve(inputs):
-        outputs = model(inputs, training=False)
+        outputs = model(_check_request(inputs, modalities), training=False)
         probabilities = tf.cast(outputs[schema.OUTPUT_PROBABILITIES], tf.float32)
         class_id = tf.argmax(probabilities, axis=-1, output_type=tf.int32)
         result = {
@@ -133,6 +138,45 @@ def make_serving_function(model, class_names=None):
         for m in modalities:
             description["outputs"][f"relevance_{m}"] = {"dtype": "float32", "shape": [None]}
     return serve, [specs], description
+
+
+def _check_request(inputs, modalities):
+    """`inputs` with in-graph checks of a serving request (module docstring).
+
+    Each failed check raises InvalidArgumentError (TF Serving's
+    INVALID_ARGUMENT) whose message starts with `keras-mre request: input
+    NAME` and is followed by TensorFlow's summary of the offending values.
+    """
+    import tensorflow as tf
+
+    checked = dict(inputs)
+    first = modalities[0]
+    batch = tf.shape(inputs[first])[0]
+    for m in modalities:
+        key = schema.length_key(m)
+        frames, lengths = inputs[m], inputs[key]
+        # No quotes around the names: TensorFlow's Assert would print them
+        # escaped (as \\').
+        prefix = "keras-mre request: input"
+        tf.debugging.assert_equal(
+            tf.shape(frames)[0], batch,
+            message=f"{prefix} {m} must hold as many clips as {first}",
+        )
+        tf.debugging.assert_equal(
+            tf.shape(lengths)[0], batch,
+            message=f"{prefix} {key} must hold one length per clip of {m}",
+        )
+        tf.debugging.assert_non_negative(
+            lengths, message=f"{prefix} {key}: lengths must not be negative"
+        )
+        tf.debugging.assert_less_equal(
+            lengths, tf.shape(frames)[1],
+            message=f"{prefix} {key}: lengths must not exceed the frames sent in {m}",
+        )
+        checked[m] = tf.debugging.check_numerics(
+            frames, message=f"{prefix} {m}: holds NaN or infinite values"
+        )
+    return checked
 
 
 def _resolve_model(run_or_model):

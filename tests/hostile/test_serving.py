@@ -1,8 +1,10 @@
 """Hostile requests to the exported SavedModel and through the gRPC client.
 
-The SavedModel's own answers are TensorFlow's (what TF Serving returns to any
-client); `keras_mre.serving.PredictionClient` checks a request before it
-leaves and raises a one-line ServingError naming the input.
+The SavedModel checks batch sizes, lengths and finiteness in its own graph
+(what TF Serving returns to any client as INVALID_ARGUMENT); dtypes, ranks
+and missing inputs are TensorFlow's own answers against the signature.
+`keras_mre.serving.PredictionClient` checks a request before it leaves and
+raises a one-line ServingError naming the input.
 """
 
 import numpy as np
@@ -76,6 +78,43 @@ def test_saved_model_zero_frames_in_every_modality(serving_function):
     out = call(serving_function, features(batch=2, frames=0))
     assert np.isfinite(out["probabilities"]).all()
     np.testing.assert_allclose(out["probabilities"].sum(axis=-1), 1.0, atol=1e-5)
+
+
+def _with(**changes):
+    def change(request):
+        for name, edit in changes.items():
+            request[name] = edit(request[name])
+        return request
+    return change
+
+
+@pytest.mark.parametrize("change, message", [
+    (_with(audio=lambda a: np.where(np.arange(a.shape[1])[None, :, None] == 1, np.nan, a)),
+     r"keras-mre request: input audio: holds NaN or infinite values"),
+    (_with(vision=lambda v: np.full_like(v, np.inf)),
+     r"keras-mre request: input vision: holds NaN or infinite values"),
+    (_with(audio_length=lambda n: n - 5),
+     r"keras-mre request: input audio_length: lengths must not be negative"),
+    (_with(text_length=lambda n: n + 1),
+     r"keras-mre request: input text_length: lengths must not exceed the frames sent in text"),
+    (_with(vision=lambda v: v[:1]),
+     r"keras-mre request: input vision must hold as many clips as text"),
+    (_with(audio_length=lambda n: np.concatenate([n, n])),
+     r"keras-mre request: input audio_length must hold one length per clip of audio"),
+], ids=["nan-frame", "inf-frames", "negative-length", "length-over-frames",
+        "batch-mismatch", "lengths-count"])
+def test_saved_model_names_the_bad_input(serving_function, change, message):
+    assert list(DIMS)[0] == "text"  # the first modality, which the others must match
+    with pytest.raises(tf.errors.InvalidArgumentError, match=message):
+        call(serving_function, change(features()))
+
+
+def test_saved_model_accepts_lengths_up_to_the_frames_sent(serving_function):
+    request = features(batch=3, frames=4)
+    for m in DIMS:
+        request[f"{m}_length"] = np.array([0, 2, 4], np.int32)
+    out = call(serving_function, request)
+    assert np.isfinite(out["probabilities"]).all()
 
 
 # --------------------------------------------------------------- gRPC client
