@@ -12,7 +12,10 @@ same machine load. Results go to `benchmarks/results/vs_mmsa.md`.
 MMSA (pip `mmsa`, with the CPU build of torch) is installed into its own
 virtual environment (`--venv`, default `~/.cache/keras-mre-bench/mmsa-venv`)
 on first use. Each framework runs in its own persistent worker process with
-the same thread count; only one worker computes at a time.
+the same thread count; only one worker computes at a time. Both workers run
+with the same fixed glibc malloc thresholds (`FIXED_MALLOC`): with glibc's
+adaptive defaults, PyTorch's speed depended on the models it had timed
+before (`--glibc-malloc-defaults` keeps them).
 
 How each MMSA model is fed, so that it does no more work than it does in its
 own training loop:
@@ -369,8 +372,21 @@ def ensure_venv(venv):
     return python
 
 
+# glibc's malloc hands large freed blocks back to the system (munmap, heap
+# trim) and moves those thresholds with what the process freed before, so a
+# framework that allocates through malloc runs at a speed that depends on its
+# history: a PyTorch worker trained MMSA-LMF 1.65x faster once MulT had run
+# in it (its large frees raise the thresholds; 1,300 -> 2,070 samples/s at
+# batch 32), and as fast from the start with these fixed thresholds.
+# TensorFlow's rate did not move with them. Both workers get the same.
+FIXED_MALLOC = {
+    "MALLOC_MMAP_THRESHOLD_": str(256 * 2**20),
+    "MALLOC_TRIM_THRESHOLD_": str(2**30),
+}
+
+
 class _Worker:
-    def __init__(self, python, kind, threads, keras_step="fit"):
+    def __init__(self, python, kind, threads, keras_step="fit", fixed_malloc=True):
         env = dict(
             os.environ,
             PYTHONPATH=str(ROOT),
@@ -378,6 +394,8 @@ class _Worker:
             HF_HUB_OFFLINE="1",
             TRANSFORMERS_OFFLINE="1",
         )
+        if fixed_malloc:
+            env.update(FIXED_MALLOC)
         self.process = subprocess.Popen(
             [str(python), str(pathlib.Path(__file__).resolve()), "--worker", kind,
              "--threads", str(threads), "--keras-step", keras_step],
@@ -416,8 +434,9 @@ def _median(values):
 
 def run(args):
     python = ensure_venv(pathlib.Path(args.venv).expanduser())
-    mmsa = _Worker(python, "mmsa", args.threads)
-    keras_worker = _Worker(sys.executable, "keras", args.threads, args.keras_step)
+    fixed = not args.glibc_malloc_defaults
+    mmsa = _Worker(python, "mmsa", args.threads, fixed_malloc=fixed)
+    keras_worker = _Worker(sys.executable, "keras", args.threads, args.keras_step, fixed)
     jobs = []
     for batch in sorted(set(args.batch_sizes) | set(args.mult_batch_sizes)):
         for model in args.models:
@@ -497,6 +516,13 @@ def write_report(args, rates, errors, mmsa_versions, keras_versions):
         "setting (`MMSA_MOSEI_MULT`: kernels 5/1/3, attention dropout 0.4 where "
         "text is the source and in self-attention, none between audio and "
         "vision or inside the transformers, text input dropout 0.3, output 0.5).",
+        "- Memory allocator: " + (
+            "glibc defaults (thresholds that move with each worker's history)"
+            if args.glibc_malloc_defaults else
+            "the same fixed glibc malloc thresholds in both workers ("
+            + ", ".join(f"{k}={v}" for k, v in FIXED_MALLOC.items())
+            + "), so that neither framework's rate depends on the models timed before it"
+        ),
         f"- keras-mre step: `{args.keras_step}`"
         + (" (the compiled step `Model.fit` runs per batch, then the loss read back)"
            if args.keras_step == "fit" else
@@ -586,6 +612,9 @@ def main(argv=None):
     parser.add_argument("--keras-step", choices=["fit", "train_on_batch"], default="fit",
                         help="what a keras-mre step is: the compiled step fit runs per "
                              "batch (default), or Model.train_on_batch")
+    parser.add_argument("--glibc-malloc-defaults", action="store_true",
+                        help="leave glibc's adaptive malloc thresholds in the workers "
+                             "(the protocol before 2026-12-07)")
     parser.add_argument("--worker", choices=["mmsa", "keras"], help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.worker:
