@@ -39,8 +39,9 @@ def test_same_seed_gives_identical_metrics(tiny_data, tiny_run, tmp_path):
 @pytest.mark.slow
 def test_huge_features_never_finish_a_run_with_a_non_finite_loss(tmp_path):
     # Finite float32 values near the largest one. Whether the loss
-    # overflows depends on the CPU's kernels (oneDNN's fused layer
-    # normalization on AVX-512 machines keeps it finite), so either the run
+    # overflows depends on the CPU's kernels (with TensorFlow's oneDNN
+    # optimizations on, the default, an AVX-512 machine kept it finite; with
+    # TF_ENABLE_ONEDNN_OPTS=0 the same run gave NaN), so either the run
     # stops with the NaN message and no model, or every logged loss is
     # finite.
     clips = {split: [data.Clip(id=f"{split}{i}", label=i % 3,
