@@ -14,7 +14,6 @@ input shape. `--groups 1` is the loop over the whole batch at every step.
 """
 
 import argparse
-import datetime
 import os
 import pathlib
 import statistics
@@ -88,8 +87,7 @@ def main(argv=None):
     parser.add_argument("--output", help="Markdown file to write")
     args = parser.parse_args(argv)
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    from model_speed import machine
-    from model_speed import versions
+    from model_speed import write_report
     from tqdm import tqdm
 
     from keras_mre.layers import _lstm_xla_kernel
@@ -111,24 +109,15 @@ def main(argv=None):
                 f"| {batch} | {groups}{default} | {median:.2f} | {min(times):.2f} | "
                 f"{median / base:.2f} | {first:.2f} |"
             )
-    header = [
-        "# Text LSTM recurrence: phases of the packed loop",
-        "",
-        f"- Date: {datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M} UTC",
-        f"- Machine: {machine()}",
-        f"- Versions: {versions()}",
-        f"- Command: `{' '.join(['python'] + sys.argv)}`",
-        f"- `LSTMEncoder({args.units}, implementation=\"xla\")`, forward and gradient "
+    write_report(
+        "Text LSTM recurrence: phases of the packed loop",
+        f"`LSTMEncoder({args.units}, implementation=\"xla\")`, forward and gradient "
         "of one `tf.function` step on 50 x 768 features with lengths uniform in "
         f"10-50; {args.rounds} interleaved rounds of {args.repeats} steps per "
         f"phase count; ratios against {args.groups[0]} phase(s).",
-        "",
-    ]
-    text = "\n".join(header + lines) + "\n"
-    print(text)
-    if args.output:
-        pathlib.Path(args.output).write_text(text)
-
+        lines,
+        args.output,
+    )
 
 if __name__ == "__main__":
     main()

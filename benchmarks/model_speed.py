@@ -153,6 +153,26 @@ def versions():
     )
 
 
+def write_report(title, setting, lines, output=None):
+    """Prints and writes (to `output`, when given) a Markdown report: the
+    title, date, machine, versions, exact command and `setting` (one line
+    on what was timed), then `lines`."""
+    header = [
+        f"# {title}",
+        "",
+        f"- Date: {datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M} UTC",
+        f"- Machine: {machine()}",
+        f"- Versions: {versions()}",
+        f"- Command: `{' '.join(['python'] + sys.argv)}`",
+        f"- {setting}",
+        "",
+    ]
+    text = "\n".join(header + lines) + "\n"
+    print(text)
+    if output:
+        pathlib.Path(output).write_text(text)
+
+
 def speed_table(models, batch_size, seconds, progress=True):
     """Markdown rows of Table 4 for `models`; returns (lines, results)."""
     from tqdm import tqdm
@@ -182,21 +202,12 @@ def main(argv=None):
     args = parser.parse_args(argv)
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     lines, _ = speed_table(args.models, args.batch_size, args.seconds)
-    header = [
-        "# Training speed on MOSEI shapes",
-        "",
-        f"- Date: {datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M} UTC",
-        f"- Machine: {machine()}",
-        f"- Versions: {versions()}",
-        f"- Command: `{' '.join(['python'] + sys.argv)}`",
-        f"- Batch {args.batch_size}, one in-memory batch, >= {args.seconds} s timed per model.",
-        "",
-    ]
-    text = "\n".join(header + lines) + "\n"
-    print(text)
-    if args.output:
-        pathlib.Path(args.output).write_text(text)
-
+    write_report(
+        "Training speed on MOSEI shapes",
+        f"Batch {args.batch_size}, one in-memory batch, >= {args.seconds} s timed per model.",
+        lines,
+        args.output,
+    )
 
 if __name__ == "__main__":
     main()
