@@ -29,12 +29,12 @@ the default 2; the first rows hold the longest clips), and phase `k` runs
 its rows only until the longest clip of the rows it leaves behind has
 ended. Every step still runs once (the phases split the time axis), but
 the products of the later steps shrink with the clips still running. Each
-phase is one more compiled loop forward and backward, about 0.4 s more
-compilation per input shape. On MOSEI-like lengths (10-50 tokens) two
-phases took the encoder's forward and gradient 6-8 % below one phase (the
-whole batch at every step) at batch 32 and 64, for 0.4-0.5 s more
-compilation per shape; four and eight phases gained at most a few points
-more for 1.3-3 s more (`benchmarks/results/lstm_recurrence.md`).
+phase is one more compiled loop forward and backward. On MOSEI-like
+lengths (10-50 tokens) two phases took the encoder's forward and gradient
+6-8 % below one phase (the whole batch at every step) at batch 32 and 64,
+for 0.4-0.5 s more compilation per shape; four and eight phases gained at
+most a few points more for 1.3-3 s more
+(`benchmarks/results/lstm_recurrence.md`).
 
 Each XLA function is compiled once per input shape: with `load_dataset`'s
 fixed padding that is once for full batches and once for the last one. The
@@ -168,13 +168,13 @@ _COMPILED = {}
 def _compiled(groups):
     """The XLA-compiled forward and backward functions for `groups` phases."""
     if groups not in _COMPILED:
-        def compile(fn):
+        def jit(fn):
             return tf.function(
                 lambda *args: fn(*args, groups=groups),
                 jit_compile=True, autograph=False, reduce_retracing=True,
             )
 
-        _COMPILED[groups] = compile(_forward), compile(_backward)
+        _COMPILED[groups] = jit(_forward), jit(_backward)
     return _COMPILED[groups]
 
 

@@ -79,7 +79,8 @@ class LSTMEncoder(keras.layers.Layer):
       `keras.ops` (every backend; automatic gradient).
     - `"xla"`: TensorFlow only; the recurrence as an XLA-compiled loop with
       a hand-written gradient (`keras_mre/layers/_lstm_xla_kernel.py`),
-      1.7-1.9x faster to train on CPU (recurrence, forward and gradient).
+      1.7-1.9x faster to train on CPU (recurrence, forward and gradient);
+      the clips are sorted longest first and leave the loop as they end.
       Each new input shape compiles once (about 1-2 s).
     - `"auto"` (default): `"xla"` in training calls on the TensorFlow
       backend, `"generic"` otherwise, so inference graphs and exported
