@@ -209,5 +209,6 @@ def main(argv=None):
         args.output,
     )
 
+
 if __name__ == "__main__":
     main()

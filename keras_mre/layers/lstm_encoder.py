@@ -81,7 +81,7 @@ class LSTMEncoder(keras.layers.Layer):
       a hand-written gradient (`keras_mre/layers/_lstm_xla_kernel.py`),
       1.7-1.9x faster to train on CPU (recurrence, forward and gradient);
       the clips are sorted longest first and leave the loop as they end.
-      Each new input shape compiles once (about 1-2 s).
+      Each new input shape compiles once (about 1.5-2.5 s).
     - `"auto"` (default): `"xla"` in training calls on the TensorFlow
       backend, `"generic"` otherwise, so inference graphs and exported
       SavedModels contain plain TensorFlow ops and need no XLA.
