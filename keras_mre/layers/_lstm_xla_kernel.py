@@ -8,7 +8,7 @@ per-op dispatch (about 15 small ops per step forward and twice that for the
 automatic gradient), and Keras has no fused CPU LSTM kernel. Compiling the
 forward loop and a hand-written backward loop with XLA fuses each step's
 element-wise work into one kernel; the gradient of the recurrent kernel is
-one large matrix product over all steps, inside the compiled backward
+one large matrix product over all steps, after the compiled backward
 function, instead of one small product per step.
 `tests/layers/test_lstm_encoder.py` checks values and gradients against the
 generic `keras.ops` path.
@@ -149,17 +149,23 @@ def _backward(d_picked, lengths, hs, cs, acts, kernel, groups):
         t, dh, dc, d_gates = tf.while_loop(
             lambda t, *_, start=start: t >= start, body, (t, dh, dc, d_gates)
         )
-    d_gates = d_gates.stack()
-    # The recurrent kernel's gradient, sum_t h_{t-1}^T dz_t, as one product
-    # over all steps; unwritten steps (after max(lengths)) and rows that had
-    # left hold zeros.
-    h_prev = tf.concat([tf.zeros_like(hs[:1]), hs[:-1]], 0)
-    d_kernel = tf.matmul(
-        tf.reshape(h_prev, [-1, units]),
-        tf.reshape(d_gates, [-1, 4 * units]),
+    return d_gates.stack()
+
+
+def _kernel_gradient(hs, d_gates):
+    """The recurrent kernel's gradient, `sum_t h_{t-1}^T dz_t`, as one
+    product over all steps (`h_{-1} = 0`, so step 0 adds nothing); unwritten
+    steps (after max(lengths)) and rows that had left hold zeros. It runs
+    outside XLA: TensorFlow's own CPU product of this shape (`[time * batch,
+    units]^T x [time * batch, 4 * units]`, a long contraction) took about
+    two thirds of the time of XLA's (`benchmarks/results/lstm_recurrence.md`).
+    """
+    units = tf.shape(hs)[2]
+    return tf.matmul(
+        tf.reshape(hs[:-1], [-1, units]),
+        tf.reshape(d_gates[1:], [-1, 4 * units]),
         transpose_a=True,
     )
-    return d_gates, d_kernel
 
 
 _COMPILED = {}
@@ -199,7 +205,8 @@ def lstm_last_state(gates, kernel, lengths, groups=GROUPS):
         def grad(d_picked):
             # Dense: a gather after the kernel hands back IndexedSlices.
             d_picked = tf.stop_gradient(tf.convert_to_tensor(d_picked))
-            d_gates, d_kernel = backward(d_picked, lengths, hs, cs, acts, kernel)
+            d_gates = backward(d_picked, lengths, hs, cs, acts, kernel)
+            d_kernel = _kernel_gradient(hs, d_gates)
             d_gates.set_shape(gates.shape)
             d_kernel.set_shape(kernel.shape)
             return d_gates, d_kernel
