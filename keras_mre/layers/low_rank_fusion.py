@@ -108,7 +108,10 @@ class LowRankFusion(keras.layers.Layer):
             projected = ops.matmul(vector, kernel) + constant
             fused = projected if fused is None else fused * projected
         fused = ops.reshape(fused, (-1, self.rank, self.units))
-        return ops.einsum("bru,r->bu", fused, self.fusion_weights) + self.bias
+        # sum_r w_r f_r; a product and a sum ran faster than TensorFlow's
+        # CPU einsum of this shape, forward and gradient.
+        weighted = fused * self.fusion_weights[None, :, None]
+        return ops.sum(weighted, axis=1) + self.bias
 
     def compute_output_shape(self, input_shape):
         if self._is_list_of_shapes(input_shape):
