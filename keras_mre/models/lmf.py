@@ -28,6 +28,7 @@ def encode_modalities(config, inputs, units):
                 units,
                 dropout=config.dropout,
                 implementation=config.lstm_implementation,
+                projection_dtype=config.lstm_projection_dtype,
                 name=f"{modality}_encoder",
             )
         else:
@@ -45,11 +46,14 @@ def encode_modalities(config, inputs, units):
 
 def check_sequence_modalities(config):
     """Raises ConfigError unless `sequence_modalities` holds modality names
-    and `lstm_implementation` is a known `LSTMEncoder` implementation."""
+    and `lstm_implementation` / `lstm_projection_dtype` are known
+    `LSTMEncoder` choices."""
     from keras_mre.config import LSTM_IMPLEMENTATIONS
+    from keras_mre.config import LSTM_PROJECTION_DTYPES
     from keras_mre.errors import ConfigError
 
     config._check_choice("lstm_implementation", LSTM_IMPLEMENTATIONS)
+    config._check_choice("lstm_projection_dtype", LSTM_PROJECTION_DTYPES)
     if not all(isinstance(m, str) for m in config.sequence_modalities):
         raise ConfigError(
             f"sequence_modalities={config.sequence_modalities!r}: expected "
@@ -65,6 +69,8 @@ class EncoderFieldsConfig(ModelConfig):
         dnn_layers: depth of the frame-mean DNN encoders.
         sequence_modalities: modalities encoded by an LSTM (default text).
         lstm_implementation: `LSTMEncoder` implementation (see `MREConfig`).
+        lstm_projection_dtype: dtype of the LSTM input projection (see
+            `MREConfig`).
     """
 
     dnn_layers: int = 3
@@ -72,6 +78,7 @@ class EncoderFieldsConfig(ModelConfig):
         default_factory=lambda: ["text"]
     )
     lstm_implementation: str = "auto"
+    lstm_projection_dtype: str | None = None
 
     def validate(self):
         super().validate()
@@ -85,8 +92,8 @@ class LMFConfig(EncoderFieldsConfig):
 
     Args:
         rank: rank R of the low-rank fusion factors (Liu et al.: 4 on MOSEI).
-        dnn_layers, sequence_modalities, lstm_implementation: see
-            `EncoderFieldsConfig`.
+        dnn_layers, sequence_modalities, lstm_implementation,
+            lstm_projection_dtype: see `EncoderFieldsConfig`.
     """
 
     MODEL_NAME: ClassVar[str] = "lmf"

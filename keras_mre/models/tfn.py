@@ -23,8 +23,8 @@ class TFNConfig(EncoderFieldsConfig):
         fusion_dim: width of each unimodal vector entering the outer product;
             the fused tensor has `(fusion_dim + 1) ** M` entries.
         post_fusion_dim: width of the two hidden layers after fusion.
-        dnn_layers, sequence_modalities, lstm_implementation: see
-            `EncoderFieldsConfig`.
+        dnn_layers, sequence_modalities, lstm_implementation,
+            lstm_projection_dtype: see `EncoderFieldsConfig`.
     """
 
     MODEL_NAME: ClassVar[str] = "tfn"

@@ -11,7 +11,17 @@ def sigmoid(x):
     return 1.0 / (1.0 + np.exp(-x))
 
 
-def numpy_reference(layer, frames, lengths):
+def rounded(values, dtype):
+    """`values` rounded to `dtype` (a numpy or ml_dtypes name), as float64."""
+    import ml_dtypes
+
+    target = getattr(ml_dtypes, dtype) if dtype == "bfloat16" else np.dtype(dtype)
+    return np.asarray(values, "float32").astype(target).astype("float64")
+
+
+def numpy_reference(layer, frames, lengths, projection_dtype=None):
+    """The encoder in float64; with `projection_dtype`, the features and `W`
+    are rounded to it for `x_t W`, and so is the product."""
     kernel = np.asarray(layer.kernel, "float64")
     recurrent = np.asarray(layer.cell.recurrent_kernel, "float64")
     bias = np.asarray(layer.bias, "float64")
@@ -21,7 +31,15 @@ def numpy_reference(layer, frames, lengths):
         h = np.zeros(u)
         c = np.zeros(u)
         for t in range(lengths[b]):
-            z = frames[b, t] @ kernel + bias + h @ recurrent
+            if projection_dtype is None:
+                projected = frames[b, t] @ kernel
+            else:
+                projected = rounded(
+                    rounded(frames[b, t], projection_dtype)
+                    @ rounded(kernel, projection_dtype),
+                    projection_dtype,
+                )
+            z = projected + bias + h @ recurrent
             i, f, o, g = z[:u], z[u : 2 * u], z[2 * u : 3 * u], z[3 * u :]
             c = sigmoid(f) * c + sigmoid(i) * np.tanh(g)
             h = sigmoid(o) * np.tanh(c)
@@ -143,6 +161,61 @@ def test_config_and_keras_file_round_trip(tmp_path):
 def test_bad_units_raise():
     with pytest.raises(ConfigError, match="units=-2"):
         LSTMEncoder(-2)
+
+
+@pytest.mark.parametrize("implementation", ["generic", "xla"])
+@pytest.mark.parametrize("dtype", ["bfloat16", "float16"])
+def test_low_precision_projection_matches_numpy_reference(implementation, dtype):
+    frames, lengths = make_inputs()
+    layer = LSTMEncoder(3, implementation=implementation, projection_dtype=dtype)
+    frames_in = tf.convert_to_tensor(frames)
+    with tf.GradientTape() as tape:
+        tape.watch(frames_in)
+        out = layer(frames_in, lengths, training=True)
+        loss = tf.reduce_sum(out * tf.range(1.0, 4.0))
+    d_kernel, d_frames = tape.gradient(loss, [layer.kernel, frames_in])
+    assert out.dtype == "float32" and layer.kernel.dtype == "float32"
+    low = np.abs(np.asarray(out) - numpy_reference(layer, frames, lengths, dtype))
+    full = np.abs(np.asarray(out) - numpy_reference(layer, frames, lengths))
+    # Matches the rounded product closely, and the float32 one only to the
+    # rounding: the option does change the product.
+    assert low.max() < 1e-4, low.max()
+    assert full.max() > 10 * low.max() and full.max() < 2e-2, full.max()
+    # The gradient reaches the float32 kernel and the features, close to the
+    # float32 layer's.
+    reference = LSTMEncoder(3, implementation=implementation)
+    reference.build(frames.shape)
+    reference.set_weights(layer.get_weights())
+    with tf.GradientTape() as tape:
+        tape.watch(frames_in)
+        loss = tf.reduce_sum(reference(frames_in, lengths, training=True) * tf.range(1.0, 4.0))
+    d_kernel_full, d_frames_full = tape.gradient(loss, [reference.kernel, frames_in])
+    for got, want in [(d_kernel, d_kernel_full), (d_frames, d_frames_full)]:
+        assert got.dtype == "float32"
+        np.testing.assert_allclose(np.asarray(got), np.asarray(want), atol=3e-2)
+        assert float(tf.reduce_max(tf.abs(got))) > 0
+
+
+def test_low_precision_projection_keras_file_round_trip(tmp_path):
+    layer = LSTMEncoder(3, projection_dtype="bfloat16")
+    assert layer.get_config()["projection_dtype"] == "bfloat16"
+    assert LSTMEncoder.from_config(layer.get_config()).projection_dtype == "bfloat16"
+    frames_in = keras.Input((None, 5))
+    lengths_in = keras.Input((), dtype="int32")
+    model = keras.Model([frames_in, lengths_in], layer(frames_in, lengths_in))
+    frames, lengths = make_inputs()
+    model.save(tmp_path / "lstm.keras")
+    loaded = keras.saving.load_model(tmp_path / "lstm.keras")
+    assert loaded.layers[-1].projection_dtype == "bfloat16"
+    np.testing.assert_array_equal(
+        loaded.predict([frames, lengths], verbose=0),
+        model.predict([frames, lengths], verbose=0),
+    )
+
+
+def test_bad_projection_dtype_raises():
+    with pytest.raises(ConfigError, match="projection_dtype='int8': expected one of"):
+        LSTMEncoder(3, projection_dtype="int8")
 
 
 def test_bad_implementation_raises():

@@ -92,6 +92,10 @@ def test_config_round_trip_and_bad_values():
     for name in ("lmf", "tfn"):
         with pytest.raises(ConfigError, match="lstm_implementation='fast'"):
             build_model(name, lstm_implementation="fast")
+        with pytest.raises(ConfigError, match="lstm_projection_dtype='half'"):
+            build_model(name, lstm_projection_dtype="half")
+        model = build_model(name, lstm_projection_dtype="bfloat16", compile=False)
+        assert model.get_layer("text_encoder").projection_dtype == "bfloat16"
     with pytest.raises(ConfigError, match="num_heads=4: must divide model_dim=30"):
         build_model("mult", num_heads=4)
     with pytest.raises(ConfigError, match="fusion_dim=200"):

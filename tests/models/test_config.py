@@ -67,6 +67,8 @@ def test_replace_validates():
         ({"temperature": 0.0}, "temperature=0.0"),
         ({"rs_weight": -1.0}, "rs_weight=-1.0"),
         ({"lstm_implementation": "cudnn"}, "lstm_implementation='cudnn': expected one of"),
+        ({"lstm_projection_dtype": "int8"}, "lstm_projection_dtype='int8': expected one of"),
+        ({"lstm_projection_dtype": 16}, "lstm_projection_dtype=16: expected"),
         ({"feature_dims": {"text": 768}}, "at least 2 modalities"),
         ({"feature_dims": {"text": 768, "audio": 0}}, r"feature_dims\['audio'\]=0"),
         ({"feature_dims": {"text": 768, "audio": 3.5}}, r"feature_dims\['audio'\]=3.5"),
