@@ -39,6 +39,10 @@ configured with MMSA's own MOSEI setting (`MMSA_MOSEI_MULT`: per-modality
 kernels, attention dropout only where text is the source and in the
 self-attention transformers, no dropout inside the transformers); the MMSA
 worker checks that setting against MMSA's config file before timing.
+`--lstm-projection-dtype bfloat16` runs the input projection of the text
+LSTM of keras-mre's MRE and LMF in bfloat16 (`LSTMEncoder(projection_dtype=
+...)`); MMSA stays in float32, so such a run compares an opt-in precision
+trade against MMSA's float32 step, and its report says so.
 """
 
 import argparse
@@ -274,7 +278,7 @@ def _versions_mmsa():
 
 
 class _KerasRunner(_StepTimer):
-    def __init__(self, threads, keras_step="fit"):
+    def __init__(self, threads, keras_step="fit", projection_dtype=None):
         os.environ.setdefault("KERAS_BACKEND", "tensorflow")
         os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
         import tensorflow as tf
@@ -283,6 +287,7 @@ class _KerasRunner(_StepTimer):
         tf.config.threading.set_inter_op_parallelism_threads(threads)
         self.tf = tf
         self.keras_step = keras_step
+        self.projection_dtype = projection_dtype
         self.cache = {}
 
     def _build(self, model_name, batch_size):
@@ -290,7 +295,9 @@ class _KerasRunner(_StepTimer):
         tf = self.tf
         data = make_batch(batch_size, seed=batch_size)
         feature_dims = {m: SHAPES[m][1] for m in ("text", "audio", "vision")}
-        options = MMSA_MOSEI_MULT if model_name == "mult" else {}
+        options = dict(MMSA_MOSEI_MULT) if model_name == "mult" else {}
+        if self.projection_dtype and model_name in ("mre", "lmf"):
+            options["lstm_projection_dtype"] = self.projection_dtype
         model = keras_mre.build_model(
             model_name,
             feature_dims=feature_dims,
@@ -330,10 +337,13 @@ def _versions_keras():
     }
 
 
-def _worker(kind, threads, keras_step):
+def _worker(kind, threads, keras_step, projection_dtype=None):
     """Reads JSON requests on stdin, answers one JSON line each on stdout."""
     sys.path.insert(0, str(ROOT))
-    runner = _MMSARunner(threads) if kind == "mmsa" else _KerasRunner(threads, keras_step)
+    if kind == "mmsa":
+        runner = _MMSARunner(threads)
+    else:
+        runner = _KerasRunner(threads, keras_step, projection_dtype)
     versions = _versions_mmsa() if kind == "mmsa" else _versions_keras()
     out = sys.stdout
     sys.stdout = sys.stderr
@@ -386,7 +396,8 @@ FIXED_MALLOC = {
 
 
 class _Worker:
-    def __init__(self, python, kind, threads, keras_step="fit", fixed_malloc=True):
+    def __init__(self, python, kind, threads, keras_step="fit", fixed_malloc=True,
+                 projection_dtype=None):
         env = dict(
             os.environ,
             PYTHONPATH=str(ROOT),
@@ -398,7 +409,8 @@ class _Worker:
             env.update(FIXED_MALLOC)
         self.process = subprocess.Popen(
             [str(python), str(pathlib.Path(__file__).resolve()), "--worker", kind,
-             "--threads", str(threads), "--keras-step", keras_step],
+             "--threads", str(threads), "--keras-step", keras_step]
+            + (["--lstm-projection-dtype", projection_dtype] if projection_dtype else []),
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             text=True,
@@ -436,7 +448,8 @@ def run(args):
     python = ensure_venv(pathlib.Path(args.venv).expanduser())
     fixed = not args.glibc_malloc_defaults
     mmsa = _Worker(python, "mmsa", args.threads, fixed_malloc=fixed)
-    keras_worker = _Worker(sys.executable, "keras", args.threads, args.keras_step, fixed)
+    keras_worker = _Worker(sys.executable, "keras", args.threads, args.keras_step, fixed,
+                           args.lstm_projection_dtype)
     jobs = []
     for batch in sorted(set(args.batch_sizes) | set(args.mult_batch_sizes)):
         for model in args.models:
@@ -523,6 +536,9 @@ def write_report(args, rates, errors, mmsa_versions, keras_versions):
             + ", ".join(f"{k}={v}" for k, v in FIXED_MALLOC.items())
             + "), so that neither framework's rate depends on the models timed before it"
         ),
+        "- keras-mre text LSTM input projection (MRE, LMF): "
+        + (f"{args.lstm_projection_dtype} (`--lstm-projection-dtype`; MMSA computes in "
+           "float32 throughout)" if args.lstm_projection_dtype else "float32, as MMSA"),
         f"- keras-mre step: `{args.keras_step}`"
         + (" (the compiled step `Model.fit` runs per batch, then the loss read back)"
            if args.keras_step == "fit" else
@@ -615,10 +631,13 @@ def main(argv=None):
     parser.add_argument("--glibc-malloc-defaults", action="store_true",
                         help="leave glibc's adaptive malloc thresholds in the workers "
                              "(the protocol before 2026-12-07)")
+    parser.add_argument("--lstm-projection-dtype", choices=["bfloat16", "float16"], default=None,
+                        help="dtype of the input projection of keras-mre's MRE and LMF text "
+                             "LSTM (default float32)")
     parser.add_argument("--worker", choices=["mmsa", "keras"], help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.worker:
-        _worker(args.worker, args.threads, args.keras_step)
+        _worker(args.worker, args.threads, args.keras_step, args.lstm_projection_dtype)
         return
     rates, errors, mmsa_versions, keras_versions = run(args)
     write_report(args, rates, errors, mmsa_versions, keras_versions)

@@ -304,8 +304,8 @@ class MREConfig(ModelConfig):
         lstm_projection_dtype: dtype of the text LSTM's input projection
             (`LSTMEncoder(projection_dtype=...)`): None (the model's own,
             float32) or `"bfloat16"` / `"float16"`, which run that product
-            at lower precision, e.g. 1.2x faster MRE and LMF training steps
-            on CPUs with bfloat16 instructions (`docs/performance.md`).
+            at lower precision: MRE and LMF training steps 1.05-1.27x faster on
+            a CPU with bfloat16 instructions (`docs/performance.md`).
     """
 
     MODEL_NAME: ClassVar[str] = "mre"

@@ -93,7 +93,7 @@ class LSTMEncoder(keras.layers.Layer):
     3 significant digits) is cast back before `+ b`; the kernel stays a
     float32 variable and the recurrence runs in float32. On CPUs with
     bfloat16 instructions (AVX512_BF16, AMX) the product runs about 1.9x
-    faster and MRE and LMF training steps on MOSEI shapes 1.1-1.3x
+    faster and MRE and LMF training steps on MOSEI shapes 1.05-1.27x
     (`docs/performance.md`); elsewhere it may be slower.
 
     Args:
