@@ -61,6 +61,33 @@ def test_saved_model_matches_predict(exported, trained_run):
     assert [n.decode() for n in out["class_name"]] == [f"class{i}" for i in ids]
 
 
+def test_bfloat16_projection_trains_exports_and_serves(small_data, tmp_path):
+    import tensorflow as tf
+
+    run_dir = str(tmp_path / "run")
+    training.train(small_data, run_dir, epochs=1, batch_size=16, seed=3, verbose=0,
+                   config={"hidden_dim": 16, "lstm_projection_dtype": "bfloat16"})
+    run = training.load_run(run_dir)
+    assert run.model_config.lstm_projection_dtype == "bfloat16"
+    assert run.record["model_config"]["lstm_projection_dtype"] == "bfloat16"
+    model = run.load_model()
+    assert model.get_layer("text_encoder").projection_dtype == "bfloat16"
+    version_dir = export.export_saved_model(run_dir, str(tmp_path / "export"), verbose=False)
+    features = _features()
+    expected = model.predict(features, verbose=0)
+    signature = tf.saved_model.load(version_dir).signatures["serving_default"]
+    out = signature(**{k: tf.constant(v) for k, v in features.items()})
+    np.testing.assert_allclose(out["probabilities"].numpy(), expected["emotion"], atol=1e-5)
+    graph = signature.graph.as_graph_def()
+    matmul_types = {
+        node.attr["T"].type
+        for function in graph.library.function
+        for node in function.node_def
+        if node.op in ("MatMul", "BatchMatMulV2")
+    }
+    assert tf.bfloat16.as_datatype_enum in matmul_types
+
+
 def test_saved_model_cli_shows_signature(exported):
     _, version_dir = exported
     cli = os.path.join(os.path.dirname(sys.executable), "saved_model_cli")
