@@ -158,7 +158,7 @@ def _kernel_gradient(hs, d_gates):
     steps (after max(lengths)) and rows that had left hold zeros. It runs
     outside XLA: TensorFlow's own CPU product of this shape (`[time * batch,
     units]^T x [time * batch, 4 * units]`, a long contraction) took about
-    two thirds of the time of XLA's (`benchmarks/results/lstm_recurrence.md`).
+    two thirds of the time of XLA's in a one-off check (`docs/performance.md`).
     """
     units = tf.shape(hs)[2]
     return tf.matmul(
