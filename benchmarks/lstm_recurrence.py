@@ -1,16 +1,21 @@
-"""The text LSTM's packed recurrence: phases against speed and compile time.
+"""The text LSTM's packed recurrence: phases and shards against speed and compile time.
 
     python benchmarks/lstm_recurrence.py --output benchmarks/results/lstm_recurrence.md
-    python benchmarks/lstm_recurrence.py --groups 1 2 4 --batch-sizes 64 --rounds 31
+    python benchmarks/lstm_recurrence.py --groups 2 --shards 1 2 4 \
+        --output benchmarks/results/lstm_recurrence_shards.md
 
 `LSTMEncoder`'s XLA recurrence (`keras_mre/layers/_lstm_xla_kernel.py`)
-sorts the clips longest first and lets them leave the loop in `GROUPS`
+cuts the batch into shards that run as independent loops at once, sorts
+each shard's clips longest first and lets them leave the loop in `GROUPS`
 phases of static row counts. This script times the encoder's forward pass
 and gradient (one `tf.function` step, as `fit` runs it) on MOSEI text shapes
-(50 x 768 features, lengths uniform in 10-50, 128 units) for several phase
-counts, in interleaved rounds inside one process so that every count sees
-the same machine load, and the extra compilation each count costs for a new
-input shape. `--groups 1` is the loop over the whole batch at every step.
+(50 x 768 features, lengths uniform in 10-50, 128 units) for every
+combination of the given phase and shard counts, in interleaved rounds
+inside one process so that every variant sees the same machine load, and
+the extra compilation each costs for a new input shape. `--groups 1` is the
+loop over the whole shard at every step, `--shards 1` the whole batch in
+one loop. Without `--shards`, the encoder's own choice for the batch
+(`shards_for`) is used.
 """
 
 import argparse
@@ -24,9 +29,10 @@ ROOT = pathlib.Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
 
-def make_step(groups, units, batch):
-    """A compiled training step of a fresh encoder using `groups` phases,
-    and its first call's seconds (trace and XLA compilation)."""
+def make_step(groups, shards, units, batch):
+    """A compiled training step of a fresh encoder using `groups` phases
+    and `shards` shards (None: the encoder's choice), and its first call's
+    seconds (trace and XLA compilation)."""
     import functools
 
     import numpy as np
@@ -51,37 +57,45 @@ def make_step(groups, units, batch):
     def run():
         return [float(v) for v in step()]
 
-    # The encoder calls the module's `lstm_last_state`, read when the step
-    # is traced: patched for the trace only, the compiled step keeps it.
+    # The encoder calls the module's `lstm_last_state` and `shards_for`,
+    # read when the step is traced: patched for the trace only, the
+    # compiled step keeps them.
     start = time.perf_counter()
-    real = _lstm_xla_kernel.lstm_last_state
+    real = _lstm_xla_kernel.lstm_last_state, _lstm_xla_kernel.shards_for
     _lstm_xla_kernel.lstm_last_state = phased
+    if shards is not None:
+        _lstm_xla_kernel.shards_for = lambda batch: shards
     try:
         run()
     finally:
-        _lstm_xla_kernel.lstm_last_state = real
+        _lstm_xla_kernel.lstm_last_state, _lstm_xla_kernel.shards_for = real
     return run, time.perf_counter() - start
 
 
-def measure(groups_list, batch, units, rounds, repeats):
-    """{groups: (per-round ms list, first-call s)} in interleaved rounds."""
+def measure(variants, batch, units, rounds, repeats):
+    """{(groups, shards): (per-round ms list, first-call s)} in interleaved rounds."""
     steps, first = {}, {}
-    for groups in groups_list:
-        steps[groups], first[groups] = make_step(groups, units, batch)
-        steps[groups]()
-    times = {groups: [] for groups in groups_list}
+    for groups, shards in variants:
+        key = groups, shards
+        steps[key], first[key] = make_step(groups, shards, units, batch)
+        steps[key]()
+    times = {key: [] for key in steps}
     for _ in range(rounds):
-        for groups, run in steps.items():
+        for key, run in steps.items():
             start = time.perf_counter()
             for _ in range(repeats):
                 run()
-            times[groups].append((time.perf_counter() - start) / repeats * 1e3)
-    return {groups: (times[groups], first[groups]) for groups in groups_list}
+            times[key].append((time.perf_counter() - start) / repeats * 1e3)
+    return {key: (times[key], first[key]) for key in steps}
 
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--groups", type=int, nargs="+", default=[1, 2, 4, 8])
+    parser.add_argument(
+        "--shards", type=int, nargs="+", default=None,
+        help="shard counts (default: the encoder's choice for each batch)",
+    )
     parser.add_argument("--batch-sizes", type=int, nargs="+", default=[32, 64])
     parser.add_argument("--units", type=int, default=128)
     parser.add_argument("--rounds", type=int, default=21)
@@ -95,28 +109,34 @@ def main(argv=None):
     from keras_mre.layers import _lstm_xla_kernel
 
     lines = [
-        "| batch | phases | median ms | min ms | x one phase (median) | "
+        "| batch | phases | shards | median ms | min ms | x first variant (median) | "
         "first call s (trace + compile) |",
-        "|---|---|---|---|---|---|",
+        "|---|---|---|---|---|---|---|",
     ]
-    # One-time TensorFlow and Keras start-up, off the first count's compile time.
-    make_step(args.groups[0], args.units, 3)
+    variants = [(g, s) for s in (args.shards or [None]) for g in args.groups]
+    # One-time TensorFlow and Keras start-up, off the first variant's compile time.
+    make_step(args.groups[0], 1, args.units, 3)
     for batch in tqdm(args.batch_sizes, desc="batch sizes"):
-        results = measure(args.groups, batch, args.units, args.rounds, args.repeats)
-        base = statistics.median(results[args.groups[0]][0])
-        for groups, (times, first) in results.items():
+        results = measure(variants, batch, args.units, args.rounds, args.repeats)
+        base = statistics.median(results[variants[0]][0])
+        for (groups, shards), (times, first) in results.items():
             median = statistics.median(times)
             default = " (default)" if groups == _lstm_xla_kernel.GROUPS else ""
+            if shards is None:
+                shards_text = f"{_lstm_xla_kernel.shards_for(batch)} (default)"
+            else:
+                chosen = shards == _lstm_xla_kernel.shards_for(batch)
+                shards_text = f"{shards}{' (default)' if chosen else ''}"
             lines.append(
-                f"| {batch} | {groups}{default} | {median:.2f} | {min(times):.2f} | "
-                f"{median / base:.2f} | {first:.2f} |"
+                f"| {batch} | {groups}{default} | {shards_text} | {median:.2f} | "
+                f"{min(times):.2f} | {median / base:.2f} | {first:.2f} |"
             )
     write_report(
-        "Text LSTM recurrence: phases of the packed loop",
+        "Text LSTM recurrence: phases and shards of the packed loop",
         f"`LSTMEncoder({args.units}, implementation=\"xla\")`, forward and gradient "
         "of one `tf.function` step on 50 x 768 features with lengths uniform in "
         f"10-50; {args.rounds} interleaved rounds of {args.repeats} steps per "
-        f"phase count; ratios against {args.groups[0]} phase(s).",
+        "variant; ratios against the first row of each batch size.",
         lines,
         args.output,
     )

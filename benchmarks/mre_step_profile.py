@@ -138,7 +138,8 @@ def encoder_times(batch_size, rounds, steps, progress):
 
         return run
 
-    # The XLA kernel reads time-major gates, the generic loop batch-major.
+    # The XLA kernel reads time-major gates (here as one shard), the
+    # generic loop batch-major.
     batch_major_gates = tf.transpose(gates, [1, 0, 2])
     all_valid = tf.fill([batch_size], tf.shape(gates)[0])
     functions = {
@@ -159,7 +160,9 @@ def encoder_times(batch_size, rounds, steps, progress):
         ),
         "recurrence over max(lengths) steps, xla": with_gradient(
             lambda: tf.reduce_sum(
-                lstm_last_state(gates, xla_layer.cell.recurrent_kernel, all_valid) ** 2
+                lstm_last_state(
+                    gates[None], xla_layer.cell.recurrent_kernel, all_valid[None]
+                ) ** 2
             ),
             [xla_layer.cell.recurrent_kernel],
         ),

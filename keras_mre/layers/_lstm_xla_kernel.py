@@ -13,18 +13,26 @@ function, instead of one small product per step.
 `tests/layers/test_lstm_encoder.py` checks values and gradients against the
 generic `keras.ops` path.
 
-Shapes: `gates` `[time, batch, 4 * units]`, time-major (the input part
-`x_t W + b` of the gates, order input, forget, output, candidate; the
-encoder gathers its input rows in time-major order, so no transpose is
-needed on either side of the kernel), `kernel` `[units,
-4 * units]` (the recurrent kernel `U`), `lengths` `[batch]` int32, already
-clipped to `[0, time]` and **sorted longest first** (the encoder sorts its
-clips in the same gather). `time` must be at least 1. The result is each
-clip's hidden state after its step `length - 1`, `[batch, units]`, and zeros
-for a clip of length 0.
+Shapes: `gates` `[shards, time, rows, 4 * units]`, time-major within each
+shard (the input part `x_t W + b` of the gates, order input, forget,
+output, candidate; the encoder gathers its input rows in this order, so no
+transpose is needed on either side of the kernel), `kernel` `[units,
+4 * units]` (the recurrent kernel `U`), `lengths` `[shards, rows]` int32,
+already clipped to `[0, time]` and each shard's rows **sorted longest
+first** (the encoder sorts its clips in the same gather). `time` must be at
+least 1. The result is each clip's hidden state after its step
+`length - 1`, `[shards, rows, units]`, and zeros for a clip of length 0.
 
-Clips drop out of the loop as they end, as in a packed sequence: the batch
-is cut into `GROUPS` phases of static row counts (`batch, batch / 2` with
+The shards are independent loops: graph execution runs them at once, one
+per inter-op thread. Each step's products are small (`[rows, units] x
+[units, 4 * units]`), and XLA runs each on one core, so on a 2-core CPU
+two shards ran the encoder's forward pass and gradient 1.17-1.18x faster
+than one loop over the whole batch, at batch 32 and 64
+(`benchmarks/results/lstm_recurrence_shards.md`). `shards_for` picks the
+count.
+
+Clips drop out of the loop as they end, as in a packed sequence: each
+shard is cut into `GROUPS` phases of static row counts (`rows, rows / 2` with
 the default 2; the first rows hold the longest clips), and phase `k` runs
 its rows only until the longest clip of the rows it leaves behind has
 ended. Every step still runs once (the phases split the time axis), but
@@ -42,12 +50,18 @@ loops run over the first `max(lengths)` steps only; the trip counts are
 tensors, not shapes, so they do not cause recompilation.
 """
 
+import os
+
 import tensorflow as tf
 
 
 # Phases of the packed loop (see the module docstring): row counts
-# batch - floor(k * batch / GROUPS), k = 0 .. GROUPS - 1.
+# rows - floor(k * rows / GROUPS), k = 0 .. GROUPS - 1, of each shard.
 GROUPS = 2
+
+# Shards of a batch run concurrently (see `shards_for`).
+MAX_SHARDS = 4
+MIN_ROWS = 8
 
 
 def _dim(tensor, axis):
@@ -84,16 +98,18 @@ def _forward(gates, kernel, lengths, groups):
         return tf.TensorArray(gates.dtype, size=time, element_shape=[None, None])
 
     h = c = picked = tf.zeros([batch, units], gates.dtype)
-    t, hs, cs, acts = tf.constant(0), array(), array(), array()
+    t, h_prev, cs, acts = tf.constant(0), array(), array(), array()
     for n, end in zip(rows, ends):
         h, c = h[:n], c[:n]
         # Saved steps keep the whole batch: rows that have left hold zeros.
         fill = [[0, batch - n], [0, 0]]
 
-        def body(t, h, c, picked, hs, cs, acts, n=n, fill=fill):
+        def body(t, h, c, picked, h_prev, cs, acts, n=n, fill=fill):
             # The step first, then the rows: `gates[t, :n]` would lose the
             # static row count (the begin index is not a constant).
             z = gates[t][:n] + tf.matmul(h, kernel)
+            # h_{t-1} at step t, for the recurrent kernel's gradient.
+            h_prev = h_prev.write(t, tf.pad(h, fill))
             sigmoids = tf.sigmoid(z[:, : 3 * units])
             candidate = tf.tanh(z[:, 3 * units :])
             input_gate, forget_gate, output_gate = tf.split(sigmoids, 3, axis=1)
@@ -101,24 +117,23 @@ def _forward(gates, kernel, lengths, groups):
             h = output_gate * tf.tanh(c)
             picked = tf.where((last == t)[:, None], tf.pad(h, fill), picked)
             acts = acts.write(t, tf.pad(tf.concat([sigmoids, candidate], 1), fill))
-            return (t + 1, h, c, picked, hs.write(t, tf.pad(h, fill)),
-                    cs.write(t, tf.pad(c, fill)), acts)
+            return t + 1, h, c, picked, h_prev, cs.write(t, tf.pad(c, fill)), acts
 
-        t, h, c, picked, hs, cs, acts = tf.while_loop(
-            lambda t, *_, end=end: t < end, body, (t, h, c, picked, hs, cs, acts)
+        t, h, c, picked, h_prev, cs, acts = tf.while_loop(
+            lambda t, *_, end=end: t < end, body, (t, h, c, picked, h_prev, cs, acts)
         )
-    return picked, hs.stack(), cs.stack(), acts.stack()
+    return picked, h_prev.stack(), cs.stack(), acts.stack()
 
 
-def _backward(d_picked, lengths, hs, cs, acts, kernel, groups):
+def _backward(d_picked, lengths, cs, acts, kernel, groups):
     units = tf.shape(kernel)[0]
-    time, batch = tf.shape(hs)[0], _dim(hs, 1)
+    time, batch = tf.shape(cs)[0], _dim(cs, 1)
     c_prev = tf.concat([tf.zeros_like(cs[:1]), cs[:-1]], 0)
     last = lengths - 1
     rows, ends = _phases(lengths, time, batch, groups)
-    d_gates = tf.TensorArray(hs.dtype, size=time, element_shape=[None, None])
+    d_gates = tf.TensorArray(cs.dtype, size=time, element_shape=[None, None])
     t = ends[-1] - 1
-    dh = dc = tf.zeros([0, units], hs.dtype)
+    dh = dc = tf.zeros([0, units], cs.dtype)
     for k in reversed(range(groups)):
         n = rows[k]
         # Rows that ended in this phase join with zero gradients.
@@ -152,18 +167,21 @@ def _backward(d_picked, lengths, hs, cs, acts, kernel, groups):
     return d_gates.stack()
 
 
-def _kernel_gradient(hs, d_gates):
+def _kernel_gradient(h_prev, d_gates):
     """The recurrent kernel's gradient, `sum_t h_{t-1}^T dz_t`, as one
-    product over all steps (`h_{-1} = 0`, so step 0 adds nothing); unwritten
-    steps (after max(lengths)) and rows that had left hold zeros. It runs
-    outside XLA: TensorFlow's own CPU product of this shape (`[time * batch,
-    units]^T x [time * batch, 4 * units]`, a long contraction) took about
-    two thirds of the time of XLA's in a one-off check (`docs/performance.md`).
+    product over all steps and shards: `h_prev` holds `h_{t-1}` at step `t`
+    (`[shards, time, rows, units]`, zeros at step 0), `d_gates` the gates'
+    gradients in the same layout; unwritten steps (after a shard's
+    max(lengths)) and rows that had left hold zeros in both. It runs outside
+    XLA: TensorFlow's own CPU product of this shape (`[steps * rows,
+    units]^T x [steps * rows, 4 * units]`, a long contraction) took about
+    two thirds of the time of XLA's in a one-off check
+    (`docs/performance.md`).
     """
-    units = tf.shape(hs)[2]
+    units = tf.shape(h_prev)[-1]
     return tf.matmul(
-        tf.reshape(hs[:-1], [-1, units]),
-        tf.reshape(d_gates[1:], [-1, 4 * units]),
+        tf.reshape(h_prev, [-1, units]),
+        tf.reshape(d_gates, [-1, 4 * units]),
         transpose_a=True,
     )
 
@@ -184,15 +202,51 @@ def _compiled(groups):
     return _COMPILED[groups]
 
 
+def shards_for(batch):
+    """How many shards the encoder cuts a batch of `batch` clips into (a
+    Python int; `batch` may be None when the trace does not know it).
+
+    One per inter-op thread (TensorFlow's setting, else the CPUs this
+    process may use), at most `MAX_SHARDS`, and at most one per `MIN_ROWS`
+    clips of a known batch; 1 where a GPU is visible (its products do not
+    run on the CPU's threads).
+    """
+    if _gpu_visible():
+        return 1
+    threads = tf.config.threading.get_inter_op_parallelism_threads()
+    if not threads:
+        threads = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (
+            os.cpu_count() or 1
+        )
+    shards = min(MAX_SHARDS, threads)
+    if batch is not None:
+        shards = min(shards, batch // MIN_ROWS)
+    return max(1, shards)
+
+
+_GPU = []
+
+
+def _gpu_visible():
+    if not _GPU:
+        _GPU.append(bool(tf.config.list_logical_devices("GPU")))
+    return _GPU[0]
+
+
 def lstm_last_state(gates, kernel, lengths, groups=GROUPS):
     """Hidden state after each clip's last valid step; see the module docstring.
 
-    `lengths` must be sorted longest first. `kernel` may be a variable: it
-    is read once here, so the gradient reaches the variable through that
-    read. `groups` is the number of phases (1: every step runs the whole
-    batch); benchmarks compare counts, the encoder uses the default.
+    `gates` `[shards, time, rows, 4 * units]` (static `shards`), `lengths`
+    `[shards, rows]`, each shard's rows sorted longest first; returns
+    `[shards, rows, units]`. `kernel` may be a variable: it is read once
+    here, so the gradient reaches the variable through that read. `groups`
+    is the number of phases (1: every step runs the whole shard);
+    benchmarks compare counts, the encoder uses the default.
     """
     forward, backward = _compiled(int(groups))
+    shards = gates.shape[0]
+    if shards is None:
+        raise ValueError("lstm_last_state needs a static shard count (axis 0 of gates)")
 
     @tf.custom_gradient
     def last_state(gates, kernel):
@@ -200,13 +254,19 @@ def lstm_last_state(gates, kernel, lengths, groups=GROUPS):
         # without stop_gradient, an eager tape would ask TensorFlow for their
         # own forward-with-side-outputs variant, which XLA cannot compile.
         gates, kernel = tf.stop_gradient(gates), tf.stop_gradient(kernel)
-        picked, hs, cs, acts = forward(gates, kernel, lengths)
+        # Independent calls: graph execution runs them on separate inter-op
+        # threads at once.
+        runs = [forward(gates[s], kernel, lengths[s]) for s in range(shards)]
+        picked = tf.stack([run[0] for run in runs])
 
         def grad(d_picked):
             # Dense: a gather after the kernel hands back IndexedSlices.
             d_picked = tf.stop_gradient(tf.convert_to_tensor(d_picked))
-            d_gates = backward(d_picked, lengths, hs, cs, acts, kernel)
-            d_kernel = _kernel_gradient(hs, d_gates)
+            d_gates = tf.stack([
+                backward(d_picked[s], lengths[s], cs, acts, kernel)
+                for s, (_, _, cs, acts) in enumerate(runs)
+            ])
+            d_kernel = _kernel_gradient(tf.stack([run[1] for run in runs]), d_gates)
             d_gates.set_shape(gates.shape)
             d_kernel.set_shape(kernel.shape)
             return d_gates, d_kernel
@@ -216,6 +276,7 @@ def lstm_last_state(gates, kernel, lengths, groups=GROUPS):
     picked = last_state(gates, tf.identity(kernel))
     # The compiled functions are traced with relaxed shapes once several
     # shapes were seen (reduce_retracing), so their outputs may carry no
-    # static shape; layers after the encoder need `[batch, units]`.
-    picked.set_shape(gates.shape[1:2].concatenate(kernel.shape[:1]))
+    # static shape; layers after the encoder need `[shards, rows, units]`.
+    picked.set_shape(gates.shape[:1].concatenate(gates.shape[2:3]).concatenate(
+        kernel.shape[:1]))
     return picked

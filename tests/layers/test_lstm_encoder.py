@@ -1,3 +1,5 @@
+import collections
+
 import keras
 import numpy as np
 import pytest
@@ -249,21 +251,25 @@ def test_xla_kernel_matches_generic_values_and_gradients(lengths):
         assert float(tf.reduce_max(tf.abs(got[4]))) > 0
 
 
-@pytest.mark.parametrize("groups", [1, 2, 8])
+@pytest.mark.parametrize(
+    "groups,shards", [(1, 1), (2, 1), (8, 1), (2, 2), (1, 3), (8, 4)]
+)
 @pytest.mark.parametrize("trace", ["eager", "unknown-batch"])
-def test_xla_kernel_packs_a_large_batch_exactly(trace, groups, monkeypatch):
-    # 37 clips in `groups` phases (with 8: 37, 33, 28, 24, 19, 15, 10 and 6
-    # rows), with tied, empty and full-length clips in an unsorted order;
-    # the kernel sorts nothing itself, so the encoder's sort and unsort are
-    # checked too. "unknown-batch" traces the step with a None batch
-    # dimension, as Keras' relaxed retracing does, where the row counts are
-    # only known to XLA.
+def test_xla_kernel_packs_a_large_batch_exactly(trace, groups, shards, monkeypatch):
+    # 37 clips in `shards` shards (3: 13 rows each, 4: 10 each, the batch
+    # padded with 2 and 3 empty clips) of `groups` phases (8 phases of one
+    # 37-row shard: 37, 33, 28, 24, 19, 15, 10 and 6 rows), with tied, empty
+    # and full-length clips in an unsorted order; the kernel sorts nothing
+    # itself, so the encoder's sort, sharding and unsort are checked too.
+    # "unknown-batch" traces the step with a None batch dimension, as Keras'
+    # relaxed retracing does, where the row counts are only known to XLA.
     import functools
 
     from keras_mre.layers import _lstm_xla_kernel
 
     monkeypatch.setattr(_lstm_xla_kernel, "lstm_last_state", functools.partial(
         _lstm_xla_kernel.lstm_last_state, groups=groups))
+    monkeypatch.setattr(_lstm_xla_kernel, "shards_for", lambda batch: shards)
     rng = np.random.default_rng(5)
     frames = rng.normal(size=(37, 9, 5)).astype("float32")
     lengths = rng.integers(0, 10, size=37).astype("int32")
@@ -313,6 +319,72 @@ def test_xla_kernel_gradient_matches_finite_differences():
         numeric = (loss_at(plus) - loss_at(minus)) / (2 * eps)
         np.testing.assert_allclose(float(grad[index]), numeric, rtol=2e-2, atol=1e-4)
     recurrent.assign(base)
+
+
+@pytest.mark.parametrize(
+    "gpu,inter_op,cpus,batch,expected",
+    [
+        (False, 0, 2, 32, 2),  # default threads: one shard per usable CPU
+        (False, 0, 16, 64, 4),  # at most MAX_SHARDS
+        (False, 0, 16, 20, 2),  # at least MIN_ROWS clips per shard
+        (False, 0, 16, 7, 1),
+        (False, 0, 16, None, 4),  # batch unknown to the trace
+        (False, 3, 16, 64, 3),  # TensorFlow's inter-op setting wins
+        (False, 1, 16, 64, 1),
+        (True, 0, 16, 64, 1),  # a GPU runs the whole batch in one loop
+    ],
+)
+def test_shards_for_follows_threads_batch_and_device(
+    gpu, inter_op, cpus, batch, expected, monkeypatch
+):
+    from keras_mre.layers import _lstm_xla_kernel
+
+    monkeypatch.setattr(_lstm_xla_kernel, "_gpu_visible", lambda: gpu)
+    monkeypatch.setattr(
+        tf.config.threading, "get_inter_op_parallelism_threads", lambda: inter_op
+    )
+    monkeypatch.setattr(_lstm_xla_kernel.os, "sched_getaffinity", lambda pid: range(cpus))
+    assert _lstm_xla_kernel.shards_for(batch) == expected
+
+
+def test_xla_shards_run_as_independent_compiled_loops(monkeypatch):
+    # The concurrency comes from graph execution: every shard must be its
+    # own call of the compiled forward (and backward) function, none
+    # feeding another.
+    from keras_mre.layers import _lstm_xla_kernel
+
+    monkeypatch.setattr(_lstm_xla_kernel, "shards_for", lambda batch: 3)
+    layer = LSTMEncoder(3, implementation="xla")
+    frames, lengths = make_inputs()
+    layer.build(frames.shape)
+
+    @tf.function
+    def step(frames, lengths):
+        with tf.GradientTape() as tape:
+            loss = tf.reduce_sum(layer(frames, lengths, training=True) ** 2)
+        return tape.gradient(loss, layer.trainable_weights)
+
+    graph = step.get_concrete_function(
+        tf.TensorSpec(frames.shape, tf.float32), tf.TensorSpec(lengths.shape, tf.int32)
+    ).graph
+    compiled = collections.defaultdict(list)  # XLA function -> its calls
+    for op in graph.get_operations():
+        if "_XlaMustCompile" in op.node_def.attr and op.get_attr("_XlaMustCompile"):
+            compiled[op.get_attr("f").name].append(op)
+    assert sorted(len(calls) for calls in compiled.values()) == [3, 3]  # forward, backward
+
+    def upstream(op):
+        seen, stack = set(), [op]
+        while stack:
+            for tensor in stack.pop().inputs:
+                if tensor.op not in seen:
+                    seen.add(tensor.op)
+                    stack.append(tensor.op)
+        return seen
+
+    for calls in compiled.values():
+        for call in calls:
+            assert not upstream(call) & set(calls), f"{call.name} waits for another shard"
 
 
 def test_auto_uses_xla_only_in_training(monkeypatch):
