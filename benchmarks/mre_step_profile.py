@@ -138,8 +138,8 @@ def encoder_times(batch_size, rounds, steps, progress):
 
         return run
 
-    # The XLA kernel reads time-major gates (here as one shard), the
-    # generic loop batch-major.
+    # The XLA kernel lays gates out time-major (here as one shard of all
+    # valid steps), the generic loop reads them batch-major.
     batch_major_gates = tf.transpose(gates, [1, 0, 2])
     all_valid = tf.fill([batch_size], tf.shape(gates)[0])
     functions = {
@@ -161,7 +161,11 @@ def encoder_times(batch_size, rounds, steps, progress):
         "recurrence over max(lengths) steps, xla": with_gradient(
             lambda: tf.reduce_sum(
                 lstm_last_state(
-                    gates[None], xla_layer.cell.recurrent_kernel, all_valid[None]
+                    tf.reshape(gates, [-1, 512]),
+                    tf.range(tf.size(gates) // 512),
+                    xla_layer.cell.recurrent_kernel,
+                    all_valid[None],
+                    tf.shape(gates)[0],
                 ) ** 2
             ),
             [xla_layer.cell.recurrent_kernel],

@@ -8,19 +8,22 @@ per-op dispatch (about 15 small ops per step forward and twice that for the
 automatic gradient), and Keras has no fused CPU LSTM kernel. Compiling the
 forward loop and a hand-written backward loop with XLA fuses each step's
 element-wise work into one kernel; the gradient of the recurrent kernel is
-one large matrix product over all steps, after the compiled backward
+one large matrix product over the valid steps, after the compiled backward
 function, instead of one small product per step.
 `tests/layers/test_lstm_encoder.py` checks values and gradients against the
 generic `keras.ops` path.
 
-Shapes: `gates` `[shards, time, rows, 4 * units]`, time-major within each
-shard (the input part `x_t W + b` of the gates, order input, forget,
-output, candidate; the encoder gathers its input rows in this order, so no
-transpose is needed on either side of the kernel), `kernel` `[units,
+Shapes: the kernel lays the gates out as `[shards, time, rows, 4 *
+units]`, time-major within each shard (the input part `x_t W + b` of the
+gates, order input, forget, output, candidate). It receives only the valid
+steps' gates, with each one's position in that layout (the encoder gathers
+its input rows in this order, so no transpose is needed on either side of
+the kernel), and hands back the gradient of those rows only, the same
+positions serving the recurrent kernel's gradient. `kernel` `[units,
 4 * units]` (the recurrent kernel `U`), `lengths` `[shards, rows]` int32,
 already clipped to `[0, time]` and each shard's rows **sorted longest
-first** (the encoder sorts its clips in the same gather). `time` must be at
-least 1. The result is each clip's hidden state after its step
+first** (the encoder sorts its clips in the same gather). With `time` 0
+the loops run one all-zero step. The result is each clip's hidden state after its step
 `length - 1`, `[shards, rows, units]`, and zeros for a clip of length 0.
 
 The shards are independent loops: graph execution runs them at once, one
@@ -169,21 +172,15 @@ def _backward(d_picked, lengths, cs, acts, kernel, groups):
 
 def _kernel_gradient(h_prev, d_gates):
     """The recurrent kernel's gradient, `sum_t h_{t-1}^T dz_t`, as one
-    product over all steps and shards: `h_prev` holds `h_{t-1}` at step `t`
-    (`[shards, time, rows, units]`, zeros at step 0), `d_gates` the gates'
-    gradients in the same layout; unwritten steps (after a shard's
-    max(lengths)) and rows that had left hold zeros in both. It runs outside
-    XLA: TensorFlow's own CPU product of this shape (`[steps * rows,
-    units]^T x [steps * rows, 4 * units]`, a long contraction) took about
-    two thirds of the time of XLA's in a one-off check
-    (`docs/performance.md`).
+    product over the valid steps of all shards: `h_prev` holds `h_{t-1}`
+    (zeros at step 0) and `d_gates` the gates' gradients of the same steps,
+    `[valid steps, units]` and `[valid steps, 4 * units]`. After a clip's
+    last valid step its gates' gradients are zero, so the valid steps give
+    the whole sum. It runs outside XLA: TensorFlow's own CPU product of this
+    shape (a long contraction) took about two thirds of the time of XLA's
+    in a one-off check (`docs/performance.md`).
     """
-    units = tf.shape(h_prev)[-1]
-    return tf.matmul(
-        tf.reshape(h_prev, [-1, units]),
-        tf.reshape(d_gates, [-1, 4 * units]),
-        transpose_a=True,
-    )
+    return tf.matmul(h_prev, d_gates, transpose_a=True)
 
 
 _COMPILED = {}
@@ -233,20 +230,26 @@ def _gpu_visible():
     return _GPU[0]
 
 
-def lstm_last_state(gates, kernel, lengths, groups=GROUPS):
+def lstm_last_state(gates, positions, kernel, lengths, time, groups=GROUPS):
     """Hidden state after each clip's last valid step; see the module docstring.
 
-    `gates` `[shards, time, rows, 4 * units]` (static `shards`), `lengths`
-    `[shards, rows]`, each shard's rows sorted longest first; returns
-    `[shards, rows, units]`. `kernel` may be a variable: it is read once
-    here, so the gradient reaches the variable through that read. `groups`
-    is the number of phases (1: every step runs the whole shard);
-    benchmarks compare counts, the encoder uses the default.
+    `gates` `[valid steps, 4 * units]` holds the input part of the gates of
+    the valid steps only, and `positions` `[valid steps]` (int32) each
+    one's flat index into the `[shards, time, rows]` layout; the other
+    steps get zero gates. `lengths` `[shards, rows]` (static `shards`),
+    each shard's rows sorted longest first; `time` the steps of the layout
+    (0 is allowed: the loops then run one all-zero step). Returns `[shards,
+    rows, units]`. `kernel` may be a variable: it is read once here, so the
+    gradient reaches the variable through that read. `groups` is the number
+    of phases (1: every step runs the whole shard); benchmarks compare
+    counts, the encoder uses the default.
     """
     forward, backward = _compiled(int(groups))
-    shards = gates.shape[0]
+    shards = lengths.shape[0]
     if shards is None:
-        raise ValueError("lstm_last_state needs a static shard count (axis 0 of gates)")
+        raise ValueError("lstm_last_state needs a static shard count (axis 0 of lengths)")
+    rows = _dim(lengths, 1)
+    width = gates.shape[-1] if gates.shape[-1] is not None else tf.shape(gates)[-1]
 
     @tf.custom_gradient
     def last_state(gates, kernel):
@@ -254,19 +257,27 @@ def lstm_last_state(gates, kernel, lengths, groups=GROUPS):
         # without stop_gradient, an eager tape would ask TensorFlow for their
         # own forward-with-side-outputs variant, which XLA cannot compile.
         gates, kernel = tf.stop_gradient(gates), tf.stop_gradient(kernel)
+        steps = tf.maximum(time, 1)
+        laid_out = tf.reshape(
+            tf.scatter_nd(positions[:, None], gates, [shards * steps * rows, width]),
+            [shards, steps, rows, width],
+        )
         # Independent calls: graph execution runs them on separate inter-op
         # threads at once.
-        runs = [forward(gates[s], kernel, lengths[s]) for s in range(shards)]
+        runs = [forward(laid_out[s], kernel, lengths[s]) for s in range(shards)]
         picked = tf.stack([run[0] for run in runs])
 
         def grad(d_picked):
             # Dense: a gather after the kernel hands back IndexedSlices.
             d_picked = tf.stop_gradient(tf.convert_to_tensor(d_picked))
-            d_gates = tf.stack([
+            d_laid_out = tf.stack([
                 backward(d_picked[s], lengths[s], cs, acts, kernel)
                 for s, (_, _, cs, acts) in enumerate(runs)
             ])
-            d_kernel = _kernel_gradient(tf.stack([run[1] for run in runs]), d_gates)
+            d_gates = tf.gather(tf.reshape(d_laid_out, [-1, width]), positions)
+            h_prev = tf.stack([run[1] for run in runs])
+            h_prev = tf.gather(tf.reshape(h_prev, [-1, tf.shape(kernel)[0]]), positions)
+            d_kernel = _kernel_gradient(h_prev, d_gates)
             d_gates.set_shape(gates.shape)
             d_kernel.set_shape(kernel.shape)
             return d_gates, d_kernel
@@ -277,6 +288,5 @@ def lstm_last_state(gates, kernel, lengths, groups=GROUPS):
     # The compiled functions are traced with relaxed shapes once several
     # shapes were seen (reduce_retracing), so their outputs may carry no
     # static shape; layers after the encoder need `[shards, rows, units]`.
-    picked.set_shape(gates.shape[:1].concatenate(gates.shape[2:3]).concatenate(
-        kernel.shape[:1]))
+    picked.set_shape(lengths.shape.concatenate(kernel.shape[:1]))
     return picked

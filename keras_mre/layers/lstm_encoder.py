@@ -228,13 +228,12 @@ class LSTMEncoder(keras.layers.Layer):
         shard_lengths = ops.transpose(
             ops.reshape(ops.take(lengths, order), (rows, shards))
         )
-        # The kernel reads gates `[shards, time, rows, 4 * units]`: the
-        # valid steps are listed in that order (row (s * steps + t) * rows +
-        # j: shard s, step t, row j, i.e. sorted clip j * shards + s) and
-        # gathered from the batch-major inputs (row clip * steps + t), so
-        # neither a transpose nor a sort of the features runs on either
-        # side of the kernel. At least one (all-zero, never picked) step;
-        # the kernel runs each shard's first max(lengths) only.
+        # The kernel lays the gates out as `[shards, time, rows, 4 * units]`:
+        # the valid steps are listed in that order (position (s * steps + t)
+        # * rows + j: shard s, step t, row j, i.e. sorted clip j * shards +
+        # s) and gathered from the batch-major inputs (row clip * steps +
+        # t), so neither a transpose nor a sort of the features runs on
+        # either side of the kernel.
         positions = ops.arange(steps, dtype="int32")
         valid = positions[None, :, None] < shard_lengths[:, None, :]
 
@@ -242,13 +241,11 @@ class LSTMEncoder(keras.layers.Layer):
             shard, step, row = r // (steps * rows), (r // rows) % steps, r % rows
             return ops.take(order, row * shards + shard) * steps + step
 
-        gates = self._project_valid_steps(inputs, valid, source_row)
-        gates = ops.reshape(gates, (shards, steps, rows, 4 * units))
-        gates = ops.pad(
-            gates, [[0, 0], [0, 1 - ops.minimum(steps, 1)], [0, 0], [0, 0]]
-        )
+        positions, gates = self._project_valid_rows(inputs, valid, source_row)
         kernel = ops.convert_to_tensor(self.cell.recurrent_kernel)
-        picked = _lstm_xla_kernel.lstm_last_state(gates, kernel, shard_lengths)
+        picked = _lstm_xla_kernel.lstm_last_state(
+            gates, positions, kernel, shard_lengths, steps
+        )
         # Back to sorted order (clip j * shards + s), then the clips' own.
         picked = ops.reshape(ops.transpose(picked, (1, 0, 2)), (shards * rows, units))
         return ops.take(picked, ops.argsort(order), axis=0)[:batch]
@@ -256,23 +253,31 @@ class LSTMEncoder(keras.layers.Layer):
     def _project_valid_steps(self, inputs, valid, source_row):
         """`x_t W + b` of the valid steps only, zeros elsewhere.
 
+        `valid` is a boolean matrix whose flattened entry r is gate row r
+        of the result, and `source_row(r)` its row in the `[batch * steps,
+        features]` inputs; padding steps get zero gates, which no output
+        ever reads.
+        """
+        rows, projected = self._project_valid_rows(inputs, valid, source_row)
+        return ops.scatter(
+            rows[:, None], projected, (ops.size(valid), 4 * self.units)
+        )
+
+    def _project_valid_rows(self, inputs, valid, source_row):
+        """`(rows, x_t W + b)`: the flat indices r of `valid`'s true entries
+        and their gates `[len(rows), 4 * units]` (see `_project_valid_steps`).
+
         The valid steps of all clips are projected in one 2-D product (a
         3-D x 2-D product would run as a broadcast batch product, whose
-        kernel gradient is far slower) and put back in place; padding steps
-        get zero gates, which no output ever reads. `valid` is a boolean
-        matrix whose flattened entry r is gate row r of the result, and
-        `source_row(r)` its row in the `[batch * steps, features]` inputs.
+        kernel gradient is far slower).
         """
         features = inputs.shape[-1]
-        flat_valid = ops.reshape(valid, (-1,))
-        (rows,) = ops.nonzero(flat_valid)
+        (rows,) = ops.nonzero(ops.reshape(valid, (-1,)))
         rows = ops.cast(rows, "int32")
         projected = self._project(
             ops.take(ops.reshape(inputs, (-1, features)), source_row(rows), axis=0)
         )
-        return ops.scatter(
-            rows[:, None], projected + self.bias, (ops.shape(flat_valid)[0], 4 * self.units)
-        )
+        return rows, projected + self.bias
 
     def _project(self, inputs):
         """`inputs W`, in `projection_dtype` where one is set."""
