@@ -33,8 +33,11 @@ def _embed(x):
     return x * math.sqrt(dim) + table[None]
 
 
-def _reference(layer, target, source, source_lengths):
-    """MulT eq 2-4, one head at a time, padded source frames excluded."""
+def _reference(layer, target, source, source_lengths, noise=None):
+    """MulT eq 2-4, one head at a time, padded source frames excluded. With
+    `noise` (one `[batch, heads, target_time, source_time]` array of
+    uniform draws per block), attention dropout keeps the weights whose
+    draw is >= the rate and rescales them by 1 / (1 - rate)."""
     x = _embed(target)
     self_attention = source is None
     src = x if self_attention else _embed(source)
@@ -57,6 +60,10 @@ def _reference(layer, target, source, source_lengths):
                 scores = q[b, :, cols] @ k[b, :n, cols].T / math.sqrt(head)
                 weights = np.exp(scores - scores.max(-1, keepdims=True))
                 weights /= weights.sum(-1, keepdims=True)
+                if noise is not None:
+                    rate = layer.attention_dropout
+                    keep = noise[index][b, h, :, :n] >= rate
+                    weights = weights * keep / (1.0 - rate)
                 attended[b, :, cols] = weights @ v[b, :n, cols]
         x = x + _dense(attended, layer.output_projections[index])
         hidden = _dense(
@@ -115,6 +122,40 @@ def test_attention_dropout_only_in_training():
     expected = _reference(layer, target, source, source_lengths)
     np.testing.assert_allclose(keras.ops.convert_to_numpy(c), expected,
                                rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize("self_attention", [False, True])
+def test_attention_dropout_matches_numpy_reference(self_attention, monkeypatch):
+    # The draws are fixed, so the dropped weights and the rescaling (applied
+    # to the values, not to the weights) can be checked exactly.
+    target, target_lengths, source, source_lengths = _inputs()
+    layer = CrossmodalTransformer(DIM, HEADS, num_layers=2, dropout=0.0,
+                                  attention_dropout=0.4)
+    rng = np.random.default_rng(7)
+    draws = []
+
+    def fixed_uniform(shape, dtype=None, seed=None, **unused):
+        draws.append(rng.uniform(size=tuple(int(d) for d in shape)).astype("float32"))
+        return keras.ops.convert_to_tensor(draws[-1])
+
+    monkeypatch.setattr(keras.random, "uniform", fixed_uniform)
+    if self_attention:
+        out = layer(target, target_lengths, training=True)
+        source, source_lengths = None, target_lengths
+    else:
+        out = layer(target, target_lengths, source, source_lengths, training=True)
+    assert len(draws) == 2  # one per block
+    expected = _reference(layer, target, source, source_lengths, noise=draws)
+    np.testing.assert_allclose(keras.ops.convert_to_numpy(out), expected,
+                               rtol=1e-4, atol=1e-4)
+    no_dropout = _reference(layer, target, source, source_lengths)
+    assert not np.allclose(expected, no_dropout, atol=1e-3)
+
+
+@pytest.mark.parametrize("rate", [-0.1, 1.0, 1.5])
+def test_attention_dropout_rate_must_be_below_one(rate):
+    with pytest.raises(ValueError, match=rf"attention_dropout={rate}: expected a rate in \[0, 1\)"):
+        CrossmodalTransformer(DIM, HEADS, num_layers=1, attention_dropout=rate)
 
 
 def test_keras_round_trip(tmp_path):
