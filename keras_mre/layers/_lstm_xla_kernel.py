@@ -23,8 +23,9 @@ positions serving the recurrent kernel's gradient. `kernel` `[units,
 4 * units]` (the recurrent kernel `U`), `lengths` `[shards, rows]` int32,
 already clipped to `[0, time]` and each shard's rows **sorted longest
 first** (the encoder sorts its clips in the same gather). With `time` 0
-the loops run one all-zero step. The result is each clip's hidden state after its step
-`length - 1`, `[shards, rows, units]`, and zeros for a clip of length 0.
+the loops run one all-zero step. The result is each clip's hidden state
+after its step `length - 1`, `[shards, rows, units]`, and zeros for a clip
+of length 0.
 
 The shards are independent loops: graph execution runs them at once, one
 per inter-op thread. Each step's products are small (`[rows, units] x

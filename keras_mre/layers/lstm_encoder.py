@@ -178,8 +178,6 @@ class LSTMEncoder(keras.layers.Layer):
         if lengths is None:
             lengths = ops.full((batch,), steps, dtype="int32")
         lengths = ops.minimum(ops.cast(lengths, "int32"), steps)
-        positions = ops.arange(steps, dtype="int32")[None, :]
-        valid = positions < lengths[:, None]  # [batch, steps]
         if self._use_xla(training):
             picked = self._xla_last_state(inputs, lengths)
             return self.dropout_layer(picked, training=training)
@@ -195,6 +193,7 @@ class LSTMEncoder(keras.layers.Layer):
             last = ops.cast(last == lengths[:, None] - 1, outputs.dtype)
             picked = ops.sum(outputs * last[:, :, None], axis=1)
             return self.dropout_layer(picked, training=training)
+        valid = ops.arange(steps, dtype="int32")[None, :] < lengths[:, None]
         gates = self._project_valid_steps(inputs, valid, lambda r: r)
         gates = ops.reshape(gates, (batch, steps, 4 * units))
         # The loop runs over the first max(lengths) steps only, and over at
@@ -234,8 +233,8 @@ class LSTMEncoder(keras.layers.Layer):
         # s) and gathered from the batch-major inputs (row clip * steps +
         # t), so neither a transpose nor a sort of the features runs on
         # either side of the kernel.
-        positions = ops.arange(steps, dtype="int32")
-        valid = positions[None, :, None] < shard_lengths[:, None, :]
+        step_index = ops.arange(steps, dtype="int32")
+        valid = step_index[None, :, None] < shard_lengths[:, None, :]
 
         def source_row(r):
             shard, step, row = r // (steps * rows), (r // rows) % steps, r % rows
