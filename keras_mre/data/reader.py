@@ -363,7 +363,10 @@ def load_dataset(
         batch_size: Clips per batch (the global batch size under a
             distribution strategy).
         shuffle: Shuffle shards and records; defaults to True for "train".
-        seed: Shuffle seed; the same seed gives the same order.
+        seed: Shuffle seed; the same seed gives the same order under the
+            same TensorFlow global seed (`tf.random.set_seed`, which
+            `keras.utils.set_random_seed`, `build_model` and
+            `keras_mre.train` set): tf.data combines the two.
         drop_remainder: Drop the last partial batch.
         cache: False, True (cache serialized records in memory after the
             first pass) or a file path prefix for an on-disk cache.
