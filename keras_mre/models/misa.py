@@ -138,20 +138,14 @@ class MISAModel(EmotionModel):
                 steps = SegmentPooling(config.max_steps, name=f"{modality}_pooling")(
                     frames, length
                 )
-                first = keras.layers.Bidirectional(
-                    keras.layers.LSTM(units, return_sequences=True, return_state=True),
-                    name=f"{modality}_lstm_1",
-                )(steps)
+                sequence, *first = _bidirectional_lstm(
+                    steps, units, f"{modality}_lstm_1", return_sequences=True
+                )
                 normed = keras.layers.LayerNormalization(name=f"{modality}_lstm_norm")(
-                    first[0]
+                    sequence
                 )
-                second = keras.layers.Bidirectional(
-                    keras.layers.LSTM(units, return_state=True),
-                    name=f"{modality}_lstm_2",
-                )(normed)
-                utterance = ops.concatenate(
-                    [first[1], first[3], second[1], second[3]], axis=-1
-                )
+                _, *second = _bidirectional_lstm(normed, units, f"{modality}_lstm_2")
+                utterance = ops.concatenate(first + second, axis=-1)
             u = keras.layers.Dense(d, activation="relu", name=f"{modality}_project")(
                 utterance
             )
@@ -218,6 +212,38 @@ class MISAModel(EmotionModel):
             "sim": self.config.sim_weight * sim / replicas,
             "recon": self.config.recon_weight * recon / replicas,
         }
+
+
+def _bidirectional_lstm(frames, units, name, return_sequences=False):
+    """A bidirectional LSTM over `[batch, time, features]`: `(sequence,
+    forward final h, backward final h)`, the sequence `[batch, time, 2 *
+    units]` (both directions concatenated, the backward one back in time
+    order) or None.
+
+    What `keras.layers.Bidirectional(LSTM(units, return_state=True))`
+    computes, built from two LSTM layers: `Bidirectional` copies the layer
+    it wraps through Keras' serialization, which inside `load_model`
+    matches objects by `id()`, so a wrapped layer that took the id of an
+    object freed earlier in the load could receive that object's copy;
+    loading a saved MISA then failed now and then ("Forward layer and
+    backward layer should have different `go_backwards` value").
+    """
+    outputs = []
+    for direction in ("forward", "backward"):
+        outputs.append(
+            keras.layers.LSTM(
+                units,
+                return_sequences=return_sequences,
+                return_state=True,
+                go_backwards=direction == "backward",
+                name=f"{name}_{direction}",
+            )(frames)
+        )
+    (forward, h_forward, _), (backward, h_backward, _) = outputs
+    sequence = None
+    if return_sequences:
+        sequence = ops.concatenate([forward, ops.flip(backward, axis=1)], axis=-1)
+    return sequence, h_forward, h_backward
 
 
 @register_model(MISAConfig.MODEL_NAME, MISAConfig)

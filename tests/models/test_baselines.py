@@ -73,6 +73,53 @@ def test_keras_round_trip_gives_identical_predictions(name, tmp_path):
     np.testing.assert_array_equal(before["emotion"], after["emotion"])
 
 
+def test_misa_loads_without_keras_bidirectional(tmp_path, monkeypatch):
+    # Keras' Bidirectional copies its wrapped layer through serialization,
+    # which inside load_model matches objects by id(), so loading a saved
+    # MISA failed now and then ("Forward layer and backward layer should
+    # have different `go_backwards` value"). MISA builds its bidirectional
+    # LSTMs from two LSTM layers instead.
+    model = small_model("misa")
+    features, _ = random_batch(DIMS, 3, batch=6, max_len=5, seed=2)
+    before = model.predict(features, verbose=0)
+    path = tmp_path / "misa.keras"
+    model.save(path)
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("keras.layers.Bidirectional used")
+
+    monkeypatch.setattr(keras.layers.Bidirectional, "__init__", refuse)
+    loaded = keras.saving.load_model(path)
+    np.testing.assert_array_equal(
+        before["emotion"], loaded.predict(features, verbose=0)["emotion"]
+    )
+
+
+@pytest.mark.parametrize("return_sequences", [False, True])
+def test_misa_bidirectional_lstm_matches_keras_bidirectional(return_sequences):
+    from keras_mre.models.misa import _bidirectional_lstm
+
+    frames = np.random.default_rng(4).normal(size=(3, 6, 5)).astype("float32")
+    inputs = keras.Input((6, 5))
+    ours = keras.Model(
+        inputs,
+        [t for t in _bidirectional_lstm(inputs, 4, "bi", return_sequences) if t is not None],
+    )
+    reference = keras.layers.Bidirectional(
+        keras.layers.LSTM(4, return_sequences=return_sequences, return_state=True)
+    )
+    expected = reference(frames)
+    ours.get_layer("bi_forward").set_weights(reference.forward_layer.get_weights())
+    ours.get_layer("bi_backward").set_weights(reference.backward_layer.get_weights())
+    got = ours(frames)
+    expected = [expected[0], expected[1], expected[3]]  # sequence or h, h_fw, h_bw
+    if not return_sequences:
+        expected = expected[1:]
+    assert len(got) == len(expected)
+    for g, e in zip(got, expected):
+        np.testing.assert_allclose(np.asarray(g), np.asarray(e), rtol=1e-5, atol=1e-6)
+
+
 @pytest.mark.parametrize("name", BASELINES)
 def test_two_modalities_and_other_names(name):
     dims = {"speech": 4, "face": 6}
