@@ -1,7 +1,11 @@
 """LSTM encoder over token or frame features with per-clip lengths."""
 
+import warnings
+
 import keras
 from keras import ops
+
+from keras_mre import _cpu
 
 from keras_mre.config import LSTM_IMPLEMENTATIONS as IMPLEMENTATIONS
 from keras_mre.config import LSTM_PROJECTION_DTYPES as PROJECTION_DTYPES
@@ -96,7 +100,8 @@ class LSTMEncoder(keras.layers.Layer):
     float32 variable and the recurrence runs in float32. On CPUs with
     bfloat16 instructions (AVX512_BF16, AMX) the product runs about 1.9x
     faster and MRE and LMF training steps on MOSEI shapes 1.05-1.27x
-    (`docs/performance.md`); elsewhere it may be slower.
+    (`docs/performance.md`); elsewhere it may be slower, and the layer warns
+    when `/proc/cpuinfo` lists no bfloat16 instructions.
 
     Args:
         units: output width `d` (the hidden state size).
@@ -140,6 +145,14 @@ class LSTMEncoder(keras.layers.Layer):
             raise ConfigError(
                 f"projection_dtype={projection_dtype!r}: expected one of "
                 f"{PROJECTION_DTYPES}"
+            )
+        if projection_dtype == "bfloat16" and _cpu.has_bfloat16_instructions() is False:
+            warnings.warn(
+                "LSTMEncoder(projection_dtype='bfloat16'): this CPU has no "
+                "bfloat16 instructions (no avx512_bf16, amx_bf16 or bf16 flag), "
+                "so the product is emulated and may be slower than float32 "
+                "when it runs on the CPU",
+                stacklevel=2,
             )
         self.units = units
         self.dropout = dropout

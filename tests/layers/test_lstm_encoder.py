@@ -202,6 +202,44 @@ def test_bad_projection_dtype_raises():
         LSTMEncoder(3, projection_dtype="int8")
 
 
+@pytest.mark.parametrize(
+    "cpuinfo,expected",
+    [
+        ("processor\t: 0\nflags\t\t: fpu sse2 avx2 avx512f\n", False),
+        ("processor\t: 0\nflags\t\t: fpu avx512f avx512_bf16\n", True),
+        ("processor\t: 0\nflags\t\t: fpu amx_bf16 amx_tile\n", True),
+        ("processor\t: 0\nFeatures\t: fp asimd bf16 i8mm\n", True),  # Arm
+        ("processor\t: 0\n", None),  # no flags listed
+        (None, None),  # no /proc/cpuinfo
+    ],
+)
+def test_bfloat16_projection_warns_on_a_cpu_without_bfloat16(
+    cpuinfo, expected, tmp_path, monkeypatch
+):
+    import warnings
+
+    from keras_mre import _cpu
+
+    path = tmp_path / "cpuinfo"
+    if cpuinfo is not None:
+        path.write_text(cpuinfo)
+    monkeypatch.setattr(_cpu, "_CPUINFO", str(path))
+    _cpu.has_bfloat16_instructions.cache_clear()
+    try:
+        assert _cpu.has_bfloat16_instructions() is expected
+        if expected is False:
+            with pytest.warns(UserWarning, match="this CPU has no bfloat16 instructions"):
+                LSTMEncoder(3, projection_dtype="bfloat16")
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")
+            LSTMEncoder(3, projection_dtype="float16")
+            LSTMEncoder(3)
+            if expected is not False:
+                LSTMEncoder(3, projection_dtype="bfloat16")
+    finally:
+        _cpu.has_bfloat16_instructions.cache_clear()
+
+
 def test_bad_implementation_raises():
     with pytest.raises(ConfigError, match="implementation='cudnn'.*auto"):
         LSTMEncoder(3, implementation="cudnn")
