@@ -54,6 +54,7 @@ loops run over the first `max(lengths)` steps only; the trip counts are
 tensors, not shapes, so they do not cause recompilation.
 """
 
+import functools
 import os
 
 import tensorflow as tf
@@ -212,23 +213,18 @@ def shards_for(batch):
     if _gpu_visible():
         return 1
     threads = tf.config.threading.get_inter_op_parallelism_threads()
-    if not threads:
-        threads = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (
-            os.cpu_count() or 1
-        )
+    if not threads and hasattr(os, "sched_getaffinity"):
+        threads = len(os.sched_getaffinity(0))
+    threads = threads or os.cpu_count() or 1
     shards = min(MAX_SHARDS, threads)
     if batch is not None:
         shards = min(shards, batch // MIN_ROWS)
     return max(1, shards)
 
 
-_GPU = []
-
-
+@functools.lru_cache(maxsize=1)
 def _gpu_visible():
-    if not _GPU:
-        _GPU.append(bool(tf.config.list_logical_devices("GPU")))
-    return _GPU[0]
+    return bool(tf.config.list_logical_devices("GPU"))
 
 
 def lstm_last_state(gates, positions, kernel, lengths, time, groups=GROUPS):

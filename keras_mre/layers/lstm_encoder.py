@@ -6,7 +6,6 @@ import keras
 from keras import ops
 
 from keras_mre import _cpu
-
 from keras_mre.config import LSTM_IMPLEMENTATIONS as IMPLEMENTATIONS
 from keras_mre.config import LSTM_PROJECTION_DTYPES as PROJECTION_DTYPES
 from keras_mre.errors import ConfigError
